@@ -1,0 +1,1 @@
+"""Host facts: what a host CPU offers, read from any supported source."""

@@ -1,0 +1,128 @@
+"""Host facts from libvirt's XML: ``virsh capabilities`` and ``virsh domcapabilities``.
+
+``capabilities`` lists under ``<host><cpu>`` only the features *beyond* its
+``<model>``, so the model is expanded from cpu_map first.
+``domcapabilities``' ``host-model`` mode is what the hypervisor can really
+give a guest (model + require - disable); cpuguard prefers it. See
+https://libvirt.org/formatcaps.html and https://libvirt.org/formatdomaincaps.html.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET  # noqa: S405 - types only
+from datetime import datetime
+from pathlib import Path
+
+from cpuguard.cpumodels import CpuMap
+from cpuguard.errors import BadInput, UnknownName
+from cpuguard.records import HostFacts
+from cpuguard.vocabulary import Vocabulary
+from cpuguard.xmlsafe import parse_xml
+
+
+def _expand(
+    model: str | None,
+    features: list[ET.Element],
+    where: str | Path,
+    vocabulary: Vocabulary,
+    cpu_map: CpuMap,
+) -> frozenset[str]:
+    flags: set[str] = set()
+    if model:
+        try:
+            flags |= cpu_map.features_of(model)
+        except UnknownName:
+            raise BadInput(
+                where, f"CPU model {model!r} is not in libvirt's cpu_map ({cpu_map.source})"
+            ) from None
+    for feature in features:
+        name = feature.get("name")
+        if not name:
+            raise BadInput(where, "<feature> without a name")
+        canonical = vocabulary.try_canonical(name) or name
+        if feature.get("policy", "require") in ("disable", "forbid"):
+            flags.discard(canonical)
+        else:
+            flags.add(canonical)
+    return frozenset(flags)
+
+
+def _signature(cpu: ET.Element) -> str:
+    sig = cpu.find("signature")
+    if sig is None:
+        return ""
+    return f" (family {sig.get('family')} model {sig.get('model')} stepping {sig.get('stepping')})"
+
+
+def parse_capabilities(
+    text: str | bytes,
+    where: str | Path,
+    vocabulary: Vocabulary,
+    cpu_map: CpuMap,
+    *,
+    name: str = "",
+    captured_at: datetime | None = None,
+) -> HostFacts:
+    root = parse_xml(text, where, root=("capabilities", "domainCapabilities"))
+    if root.tag == "domainCapabilities":
+        return parse_domcapabilities(
+            text, where, vocabulary, cpu_map, name=name, captured_at=captured_at, root=root
+        )
+    cpu = root.find("host/cpu")
+    if cpu is None:
+        raise BadInput(where, "no <host><cpu> element in capabilities XML")
+    arch = (cpu.findtext("arch") or "").strip()
+    if not arch:
+        raise BadInput(where, "no <arch> in <host><cpu>")
+    model = (cpu.findtext("model") or "").strip() or None
+    vendor = (cpu.findtext("vendor") or "").strip()
+    flags = _expand(model, cpu.findall("feature"), where, vocabulary, cpu_map) if arch == "x86_64" else frozenset()
+    return HostFacts(
+        name=name,
+        arch=arch,
+        vendor=vendor,
+        model_name=f"{model or 'unknown model'}{_signature(cpu)}",
+        flags=flags,
+        source=f"capabilities:{where}",
+        kind="capabilities",
+        captured_at=captured_at,
+        libvirt_model=model,
+    )
+
+
+def parse_domcapabilities(
+    text: str | bytes,
+    where: str | Path,
+    vocabulary: Vocabulary,
+    cpu_map: CpuMap,
+    *,
+    name: str = "",
+    captured_at: datetime | None = None,
+    root: ET.Element | None = None,
+) -> HostFacts:
+    if root is None:
+        root = parse_xml(text, where, root="domainCapabilities")
+    arch = (root.findtext("arch") or "").strip()
+    if not arch:
+        raise BadInput(where, "no <arch> in domain capabilities")
+    host_model = None
+    for mode in root.findall("cpu/mode"):
+        if mode.get("name") == "host-model":
+            host_model = mode
+    if host_model is None or host_model.get("supported") == "no":
+        raise BadInput(where, "no supported host-model CPU mode in domain capabilities")
+    model = (host_model.findtext("model") or "").strip() or None
+    vendor = (host_model.findtext("vendor") or "").strip()
+    flags = _expand(model, host_model.findall("feature"), where, vocabulary, cpu_map)
+    virt = (root.findtext("domain") or "").strip()
+    return HostFacts(
+        name=name,
+        arch=arch,
+        vendor=vendor,
+        model_name=f"{model or 'unknown model'} (host-model{', ' + virt if virt else ''})",
+        flags=flags,
+        source=f"domcapabilities:{where}",
+        kind="domcapabilities",
+        captured_at=captured_at,
+        libvirt_model=model,
+    )

@@ -1,0 +1,105 @@
+"""Resolve a host SOURCE string to host facts.
+
+SOURCE is one of (documented in docs/host-sources.md):
+``model:NAME``, ``uarch:NAME``, ``level:x86-64-vN``, a libvirt URI
+(``qemu:///system``, ``qemu+ssh://node3/system``), ``local`` (this
+machine), or a file: a cpuguard snapshot (JSON), ``virsh capabilities`` or
+``virsh domcapabilities`` XML, or a /proc/cpuinfo copy, told apart by
+content. Inventory host names are resolved by the caller first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cpuguard.errors import BadInput, MissingDependency
+from cpuguard.hosts.cpuinfo import MAX_CPUINFO_BYTES, parse_cpuinfo
+from cpuguard.hosts.libvirtxml import parse_capabilities
+from cpuguard.hosts.snapshot import parse_snapshot
+from cpuguard.hosts.synthetic import level_host, model_host, uarch_host
+from cpuguard.knowledge import Knowledge
+from cpuguard.libvirt_api import Hypervisor, connect
+from cpuguard.records import HostFacts
+from cpuguard.xmlsafe import read_bytes
+
+PROC_CPUINFO = Path("/proc/cpuinfo")
+
+Connector = Callable[[str], "object"]
+
+
+def is_uri(source: str) -> bool:
+    return "://" in source
+
+
+def host_from_file(path: Path, knowledge: Knowledge, *, name: str = "") -> HostFacts:
+    data = read_bytes(path, MAX_CPUINFO_BYTES)
+    head = data.lstrip()[:1]
+    if head == b"{":
+        return parse_snapshot(data, path, knowledge.vocabulary, name=name or None)
+    if head == b"<":
+        return parse_capabilities(data, path, knowledge.vocabulary, knowledge.cpu_map, name=name)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(path, "not UTF-8 text: not a snapshot, capabilities XML or /proc/cpuinfo") from None
+    if not text.strip():
+        raise BadInput(path, "empty file")
+    return parse_cpuinfo(text, path, knowledge.vocabulary, name=name)
+
+
+def host_from_hypervisor(hv: Hypervisor, knowledge: Knowledge, *, name: str = "") -> HostFacts:
+    """Prefer domcapabilities' host-model (what a guest can get); fall back to capabilities."""
+    now = datetime.now(UTC)
+    host_name = name or hv.hostname()
+    try:
+        xml = hv.domain_capabilities()
+        facts = parse_capabilities(xml, hv.uri, knowledge.vocabulary, knowledge.cpu_map, name=host_name)
+    except BadInput:
+        xml = hv.capabilities()
+        facts = parse_capabilities(xml, hv.uri, knowledge.vocabulary, knowledge.cpu_map, name=host_name)
+    return HostFacts(**{**facts.__dict__, "captured_at": now, "source": f"libvirt:{hv.uri} ({facts.kind})"})
+
+
+def local_host(knowledge: Knowledge, *, name: str = "", cpuinfo: Path = PROC_CPUINFO) -> HostFacts:
+    """This machine: libvirt's view through qemu:///system when reachable, else /proc/cpuinfo."""
+    import socket
+
+    host_name = name or socket.gethostname()
+    try:
+        with connect("qemu:///system") as hv:
+            return host_from_hypervisor(hv, knowledge, name=host_name)
+    except (MissingDependency, BadInput) as exc:
+        facts = parse_cpuinfo(
+            cpuinfo.read_text(encoding="utf-8", errors="replace"),
+            cpuinfo,
+            knowledge.vocabulary,
+            name=host_name,
+            captured_at=datetime.now(UTC),
+        )
+        note = f"libvirt not used ({exc}); /proc/cpuinfo shows the kernel's view, not what KVM offers guests"
+        return HostFacts(**{**facts.__dict__, "notes": (*facts.notes, note)})
+
+
+def resolve_host(source: str, knowledge: Knowledge, *, name: str = "") -> HostFacts:
+    kind, sep, rest = source.partition(":")
+    if sep and not is_uri(source):
+        if kind == "model":
+            return model_host(rest, knowledge, name)
+        if kind == "uarch":
+            return uarch_host(rest, knowledge, name)
+        if kind == "level":
+            return level_host(rest, knowledge, name)
+    if is_uri(source):
+        with connect(source) as hv:
+            return host_from_hypervisor(hv, knowledge, name=name)
+    if source == "local":
+        return local_host(knowledge, name=name)
+    path = Path(source)
+    if not path.exists():
+        raise BadInput(
+            source,
+            "not a known host, file, libvirt URI, model:NAME, uarch:NAME or level:x86-64-vN",
+        )
+    return host_from_file(path, knowledge, name=name or path.stem)
