@@ -15,7 +15,7 @@ vocabulary turns them into canonical names.
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET  # noqa: S405 - types only
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -71,9 +71,7 @@ class CpuMapData:
 
 
 def _parse_feature(element: ET.Element) -> FeatureDef:
-    aliases = tuple(
-        (a.get("name", ""), a.get("source", "")) for a in element.findall("alias") if a.get("name")
-    )
+    aliases = tuple((a.get("name", ""), a.get("source", "")) for a in element.findall("alias") if a.get("name"))
     cpuid_el = element.find("cpuid")
     msr_el = element.find("msr")
     return FeatureDef(

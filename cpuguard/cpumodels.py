@@ -54,9 +54,7 @@ class CpuMap:
         """Models that offer every needed feature, smallest feature set first."""
         need = frozenset(needed)
         found = [
-            m
-            for m in self.models.values()
-            if need <= m.features and (vendor is None or m.vendor in (None, vendor))
+            m for m in self.models.values() if need <= m.features and (vendor is None or m.vendor in (None, vendor))
         ]
         return sorted(found, key=lambda m: (len(m.features), m.name))
 
@@ -64,9 +62,7 @@ class CpuMap:
         """Models a host with ``flags`` can offer, largest feature set first."""
         have = frozenset(flags)
         found = [
-            m
-            for m in self.models.values()
-            if m.features <= have and (vendor is None or m.vendor in (None, vendor))
+            m for m in self.models.values() if m.features <= have and (vendor is None or m.vendor in (None, vendor))
         ]
         return sorted(found, key=lambda m: (-len(m.features), m.name))
 
@@ -97,15 +93,11 @@ def microarchitecture(name: str) -> Microarchitecture:
 
     targets = archspec.cpu.TARGETS
     target = targets.get(name) or targets.get(name.lower())
-    x86 = sorted(
-        n for n, t in targets.items() if t.family.name == "x86_64" and n != "x86_64"
-    )
+    x86 = sorted(n for n, t in targets.items() if t.family.name == "x86_64" and n != "x86_64")
     if target is None or target.family.name != "x86_64":
         import difflib
 
-        raise UnknownName(
-            None, "x86_64 microarchitecture", name, difflib.get_close_matches(name.lower(), x86, 3)
-        )
+        raise UnknownName(None, "x86_64 microarchitecture", name, difflib.get_close_matches(name.lower(), x86, 3))
     vocabulary = load_vocabulary()
     features = frozenset(vocabulary.try_canonical(f) or f for f in target.features)
     return Microarchitecture(target.name, str(target.vendor), features)

@@ -56,9 +56,7 @@ class UnknownName(BadInput):
 
 
 class UnknownFeature(UnknownName):
-    def __init__(
-        self, name: str, suggestions: list[str] | tuple[str, ...] = (), where: str | None = None
-    ) -> None:
+    def __init__(self, name: str, suggestions: list[str] | tuple[str, ...] = (), where: str | None = None) -> None:
         super().__init__(where, "CPU feature", name, suggestions)
 
 

@@ -54,9 +54,7 @@ class LibvirtHypervisor:
         raise BadInput(self.uri, f"no domain capabilities: {last}")
 
     def domains(self) -> list[tuple[str, str, bool]]:
-        return [
-            (d.name(), str(d.XMLDesc(0)), bool(d.isActive())) for d in self.conn.listAllDomains(0)
-        ]
+        return [(d.name(), str(d.XMLDesc(0)), bool(d.isActive())) for d in self.conn.listAllDomains(0)]
 
     def domain_xml(self, name: str) -> str:
         import libvirt

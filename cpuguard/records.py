@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 
-class Move(str, Enum):
+class Move(StrEnum):
     """How a VM arrives on a host.
 
     LIVE: live migration or restore of a saved memory image: running
@@ -20,7 +20,7 @@ class Move(str, Enum):
     COLD = "cold"
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     ALLOW = "allow"
     WARN = "warn"
     BLOCK = "block"
@@ -123,7 +123,6 @@ class Verdict:
     hints: tuple[str, ...] = ()  # other hosts that would accept the VM
     host_source: str = ""
     policy_mode: str = "enforce"
-    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def allowed(self) -> bool:

@@ -112,9 +112,7 @@ def build_vocabulary(cpu_map: CpuMapData, names: Mapping[str, Any], where: Path)
             raise BadInput(where, f"alias target {canonical!r} is not a known feature")
         for spelling in spellings:
             claim(spelling, by_key[match_key(canonical)])
-    return Vocabulary(
-        frozenset(by_key.values()), by_key, to_libvirt, from_libvirt, frozenset(non_migratable)
-    )
+    return Vocabulary(frozenset(by_key.values()), by_key, to_libvirt, from_libvirt, frozenset(non_migratable))
 
 
 @cache

@@ -9,7 +9,7 @@ https://libvirt.org/formatcaps.html and https://libvirt.org/formatdomaincaps.htm
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET  # noqa: S405 - types only
+import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
 
@@ -32,9 +32,7 @@ def _expand(
         try:
             flags |= cpu_map.features_of(model)
         except UnknownName:
-            raise BadInput(
-                where, f"CPU model {model!r} is not in libvirt's cpu_map ({cpu_map.source})"
-            ) from None
+            raise BadInput(where, f"CPU model {model!r} is not in libvirt's cpu_map ({cpu_map.source})") from None
     for feature in features:
         name = feature.get("name")
         if not name:
@@ -65,9 +63,7 @@ def parse_capabilities(
 ) -> HostFacts:
     root = parse_xml(text, where, root=("capabilities", "domainCapabilities"))
     if root.tag == "domainCapabilities":
-        return parse_domcapabilities(
-            text, where, vocabulary, cpu_map, name=name, captured_at=captured_at, root=root
-        )
+        return parse_domcapabilities(text, where, vocabulary, cpu_map, name=name, captured_at=captured_at, root=root)
     cpu = root.find("host/cpu")
     if cpu is None:
         raise BadInput(where, "no <host><cpu> element in capabilities XML")

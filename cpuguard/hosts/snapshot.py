@@ -14,6 +14,7 @@ half a file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -62,9 +63,7 @@ def _str(raw: Mapping[str, Any], key: str, where: Path | str, *, optional: bool 
     return value
 
 
-def snapshot_from_dict(
-    raw: Any, where: Path | str, vocabulary: Vocabulary, *, name: str | None = None
-) -> HostFacts:
+def snapshot_from_dict(raw: Any, where: Path | str, vocabulary: Vocabulary, *, name: str | None = None) -> HostFacts:
     if not isinstance(raw, dict):
         raise BadInput(where, "not a cpuguard snapshot (expected a JSON object)")
     unknown = sorted(set(raw) - _KEYS)
@@ -104,9 +103,7 @@ def snapshot_from_dict(
     )
 
 
-def parse_snapshot(
-    data: bytes, where: Path | str, vocabulary: Vocabulary, *, name: str | None = None
-) -> HostFacts:
+def parse_snapshot(data: bytes, where: Path | str, vocabulary: Vocabulary, *, name: str | None = None) -> HostFacts:
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -126,10 +123,8 @@ def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)

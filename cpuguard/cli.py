@@ -1,0 +1,217 @@
+"""The ``cpuguard`` command line: parse arguments, call the core, print, return an exit code.
+
+Exit codes (an interface): 0 allowed (possibly with warnings), 1 blocked,
+2 bad input or usage, 3 internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from cpuguard import __version__
+from cpuguard.errors import EXIT_BAD_INPUT, EXIT_BLOCKED, EXIT_INTERNAL, EXIT_OK, CpuguardError
+from cpuguard.records import Move, Outcome
+
+FORMATS = click.Choice(["text", "json"])
+
+
+def _fleet(policies: Path | None):  # type: ignore[no-untyped-def]
+    from cpuguard.fleet import Fleet, find_policies_dir
+    from cpuguard.knowledge import load_knowledge
+
+    return Fleet.load(find_policies_dir(policies), load_knowledge())
+
+
+policies_option = click.option(
+    "--policies",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Policies directory (inventory.yaml, vms/). Default: $CPUGUARD_POLICIES, "
+    "/etc/cpuguard/config.yaml, ./policies, the bundled example fleet.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cpuguard")
+def cli() -> None:
+    """Refuse VM moves onto hosts whose CPU cannot run the workload, and say why."""
+
+
+@cli.group()
+def check() -> None:
+    """Decide whether a VM (or a set of binaries) may land on a host."""
+
+
+def _split_host(words: Sequence[str], usage: str) -> tuple[list[str], str]:
+    if len(words) < 3 or words[-2] != "host":
+        raise click.UsageError(f"expected: {usage}")
+    return list(words[:-2]), words[-1]
+
+
+@check.command("vm", context_settings={"ignore_unknown_options": False})
+@click.argument("words", nargs=-1, required=True, metavar="VM host HOST")
+@click.option("--live/--cold", "live", default=True, help="Kind of move (default: live).")
+@click.option("--from-host", "source", default=None, help="Where the VM runs now (default: the inventory's).")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@policies_option
+def check_vm_cmd(words: tuple[str, ...], live: bool, source: str | None, fmt: str, policies: Path | None) -> None:
+    """May VM move to HOST?
+
+    VM is an inventory name, a policy name or a domain XML file. HOST is an
+    inventory name or any host SOURCE: a snapshot / capabilities /
+    domcapabilities / cpuinfo file, a libvirt URI, model:NAME, uarch:NAME,
+    level:x86-64-vN.
+    """
+    from cpuguard.fleet import check_vm
+
+    vms, host = _split_host(words, "cpuguard check vm VM host HOST")
+    if len(vms) != 1:
+        raise click.UsageError("expected exactly one VM: cpuguard check vm VM host HOST")
+    verdict = check_vm(_fleet(policies), vms[0], host, Move.LIVE if live else Move.COLD, source)
+    _emit_verdict(verdict, fmt)
+
+
+def _emit_verdict(verdict, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    if fmt == "json":
+        from cpuguard.render.jsonout import render_json
+
+        click.echo(render_json(verdict), nl=False)
+    else:
+        from cpuguard.render.verdict_text import render_text
+
+        click.echo(render_text(verdict), nl=False)
+    raise SystemExit(EXIT_BLOCKED if verdict.outcome is Outcome.BLOCK else EXIT_OK)
+
+
+@cli.group()
+def host() -> None:
+    """Host facts: snapshot this machine, show any host."""
+
+
+@host.command("snapshot")
+@click.option("--from", "source", default="local", show_default=True, help="Host SOURCE to capture.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write here (atomically) instead of standard output.",
+)
+@click.option("--name", default=None, help="Host name recorded in the snapshot.")
+def host_snapshot(source: str, output: Path | None, name: str | None) -> None:
+    """Capture host facts into a snapshot file (what the hook reads)."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from cpuguard.hosts.snapshot import snapshot_to_dict, write_snapshot
+    from cpuguard.hosts.sources import resolve_host
+    from cpuguard.knowledge import load_knowledge
+    from cpuguard.render.jsonout import render_json
+
+    facts = resolve_host(source, load_knowledge(), name=name or "")
+    facts = replace(
+        facts,
+        name=name or facts.name,
+        captured_at=facts.captured_at or datetime.now(UTC),
+        source=facts.source,
+    )
+    if output is None:
+        click.echo(render_json(snapshot_to_dict(facts)), nl=False)
+    else:
+        write_snapshot(facts, output)
+        click.echo(
+            f"wrote {output}: {facts.name or '(unnamed)'}, {len(facts.flags)} features, from {facts.source}", err=True
+        )
+
+
+@host.command("show")
+@click.argument("host_spec", metavar="HOST")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@policies_option
+def host_show(host_spec: str, fmt: str, policies: Path | None) -> None:
+    """Show what HOST offers: features, x86-64 level, matching libvirt models."""
+    from cpuguard.levels import highest_level
+    from cpuguard.render.jsonout import render_json
+
+    fleet = _fleet(policies)
+    facts = fleet.host(host_spec)
+    models = [m.name for m in fleet.knowledge.cpu_map.runnable_on(facts.flags, facts.vendor or None)][:5]
+    if fmt == "json":
+        data = {"host": facts, "level": highest_level(facts.flags), "libvirt_models": models}
+        click.echo(render_json(data), nl=False)
+        return
+    click.echo(f"{facts.name or host_spec}: {facts.arch} {facts.vendor} {facts.model_name}".rstrip())
+    click.echo(f"  level: {highest_level(facts.flags) or 'below x86-64-v1'}")
+    click.echo(f"  libvirt models it can run: {', '.join(models) or 'none'}")
+    click.echo(
+        f"  source: {facts.source}" + (f", captured {facts.captured_at.isoformat()}" if facts.captured_at else "")
+    )
+    for note in facts.notes:
+        click.echo(f"  note: {note}")
+    click.echo(f"  {len(facts.flags)} features: {' '.join(sorted(facts.flags))}")
+
+
+@cli.command("feature")
+@click.argument("names", nargs=-1, required=True)
+def feature_cmd(names: tuple[str, ...]) -> None:
+    """Translate feature names between spellings (Linux, libvirt, iced, NFD, os-traits)."""
+    from cpuguard.knowledge import load_knowledge
+
+    vocabulary = load_knowledge().vocabulary
+    for name in names:
+        canonical = vocabulary.canonical(name)
+        libvirt = vocabulary.libvirt_name(canonical) or "-"
+        click.echo(f"{name}: canonical {canonical}, libvirt {libvirt}")
+
+
+def _register_optional_commands() -> None:
+    """Commands living in their own packages."""
+    try:
+        from cpuguard.scan.cli import scan  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return
+    cli.add_command(scan)
+
+
+_register_optional_commands()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: the one place that maps exceptions to exit codes."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="cpuguard", standalone_mode=False)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_INTERNAL)
+    except click.exceptions.Abort:
+        click.echo("cpuguard: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_BAD_INPUT
+    except CpuguardError as exc:
+        click.echo(f"cpuguard: error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("cpuguard: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if os.environ.get("CPUGUARD_DEBUG"):
+            raise
+        click.echo(
+            f"cpuguard: internal error: {type(exc).__name__}: {exc} "
+            "(a bug; rerun with CPUGUARD_DEBUG=1 for a traceback and report it)",
+            err=True,
+        )
+        return EXIT_INTERNAL
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

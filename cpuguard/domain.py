@@ -1,0 +1,68 @@
+"""Guest CPU definitions from libvirt domain XML (https://libvirt.org/formatdomain.html#cpu-model-and-topology)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cpuguard.errors import BadInput
+from cpuguard.knowledge import Knowledge
+from cpuguard.records import Domain, GuestCpu
+from cpuguard.xmlsafe import MAX_XML_BYTES, parse_xml, read_bytes
+
+CPU_MODES = ("custom", "host-model", "host-passthrough", "maximum")
+FEATURE_POLICIES = ("force", "require", "optional", "disable", "forbid")
+
+#: QEMU's default x86_64 CPU model when a domain has no <cpu> element.
+DEFAULT_MODEL = "qemu64"
+
+
+def parse_domain(text: str | bytes, where: str | Path, knowledge: Knowledge) -> Domain:
+    root = parse_xml(text, where, root="domain")
+    name = (root.findtext("name") or "").strip()
+    if not name:
+        raise BadInput(where, "domain XML has no <name>")
+    os_type = root.find("os/type")
+    arch = (os_type.get("arch") if os_type is not None else None) or "x86_64"
+    cpu_el = root.find("cpu")
+    if cpu_el is None:
+        cpu = GuestCpu(mode="custom", model=DEFAULT_MODEL)
+        return Domain(name, arch, root.get("type", ""), cpu, str(where))
+    mode = cpu_el.get("mode", "custom")
+    if mode not in CPU_MODES:
+        raise BadInput(where, f"unknown <cpu mode={mode!r}> (expected one of {', '.join(CPU_MODES)})")
+    model_el = cpu_el.find("model")
+    model = (model_el.text or "").strip() if model_el is not None else None
+    if model and arch == "x86_64":
+        knowledge.cpu_map.get(model)  # unknown model: clear error now, not a silent empty set
+    by_policy: dict[str, set[str]] = {p: set() for p in FEATURE_POLICIES}
+    for feature in cpu_el.findall("feature"):
+        fname = feature.get("name")
+        policy = feature.get("policy", "require")
+        if not fname:
+            raise BadInput(where, "<cpu><feature> without a name")
+        if policy not in FEATURE_POLICIES:
+            raise BadInput(where, f"unknown feature policy {policy!r} for {fname}")
+        by_policy[policy].add(knowledge.vocabulary.canonical(fname, where))
+    if mode == "custom" and not model:
+        model = DEFAULT_MODEL if not any(by_policy.values()) else None
+    return Domain(
+        name=name,
+        arch=arch,
+        virt_type=root.get("type", ""),
+        cpu=GuestCpu(
+            mode=mode,
+            model=model or None,
+            vendor=(cpu_el.findtext("vendor") or "").strip() or None,
+            fallback=model_el.get("fallback") if model_el is not None else None,
+            check=cpu_el.get("check"),
+            required=frozenset(by_policy["require"] | by_policy["force"]),
+            optional=frozenset(by_policy["optional"]),
+            disabled=frozenset(by_policy["disable"]),
+            forbidden=frozenset(by_policy["forbid"]),
+        ),
+        source=str(where),
+    )
+
+
+def read_domain(path: Path, knowledge: Knowledge) -> Domain:
+    return parse_domain(read_bytes(path, MAX_XML_BYTES), path, knowledge)

@@ -1,0 +1,148 @@
+"""Gather what a check needs from the world: the policies directory, the
+inventory, host facts and VM definitions. All I/O of ``check`` lives here;
+the decision itself (requirements.py, verdict.py) is pure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpuguard.config import DEFAULT_CONFIG, read_config
+from cpuguard.domain import parse_domain, read_domain
+from cpuguard.errors import BadInput, UnknownName
+from cpuguard.hosts.sources import is_uri, resolve_host
+from cpuguard.inventory import INVENTORY_NAME, Inventory, read_inventory
+from cpuguard.knowledge import Knowledge
+from cpuguard.libvirt_api import connect
+from cpuguard.policy import VmPolicy, find_policy, read_policy
+from cpuguard.records import Domain, HostFacts, Move, Requirements, Verdict
+from cpuguard.requirements import build_requirements
+from cpuguard.verdict import decide
+
+#: The example fleet shipped in the source tree (used when nothing else is configured).
+EXAMPLE_POLICIES = Path(__file__).resolve().parents[1] / "policies"
+
+
+def pretty_path(path: Path, cwd: Path | None = None) -> Path:
+    """``path`` relative to the working directory when it lies below it (for messages)."""
+    cwd = cwd or Path.cwd()
+    try:
+        return path.resolve().relative_to(cwd.resolve())
+    except ValueError:
+        return path
+
+
+def find_policies_dir(
+    explicit: Path | None,
+    environ: Mapping[str, str] = os.environ,
+    config_path: Path = DEFAULT_CONFIG,
+    cwd: Path | None = None,
+) -> Path:
+    """--policies, else $CPUGUARD_POLICIES, else the config file's ``policies``,
+    else ./policies, else the example fleet shipped with cpuguard."""
+    cwd = cwd or Path.cwd()
+    if explicit is not None:
+        if not explicit.is_dir():
+            raise BadInput(explicit, "policies directory does not exist")
+        return explicit
+    if environ.get("CPUGUARD_POLICIES"):
+        path = Path(environ["CPUGUARD_POLICIES"])
+        if not path.is_dir():
+            raise BadInput(path, "CPUGUARD_POLICIES: directory does not exist")
+        return path
+    if config_path.exists():
+        return read_config(config_path).policies
+    local = cwd / "policies"
+    if (local / INVENTORY_NAME).exists() or (local / "vms").is_dir():
+        return pretty_path(local, cwd)
+    return pretty_path(EXAMPLE_POLICIES, cwd)
+
+
+@dataclass
+class Fleet:
+    knowledge: Knowledge
+    inventory: Inventory
+    _hosts: dict[str, HostFacts]
+
+    @classmethod
+    def load(cls, policies_dir: Path, knowledge: Knowledge) -> Fleet:
+        return cls(knowledge, read_inventory(policies_dir), {})
+
+    def host(self, spec: str) -> HostFacts:
+        """An inventory host by name, or any host SOURCE."""
+        if spec in self._hosts:
+            return self._hosts[spec]
+        entry = self.inventory.hosts.get(spec)
+        if entry is not None:
+            facts = resolve_host(entry.source, self.knowledge, name=entry.name)
+        else:
+            looks_like_source = ":" in spec or "/" in spec or Path(spec).exists() or spec == "local"
+            if not looks_like_source:
+                import difflib
+
+                close = difflib.get_close_matches(spec, list(self.inventory.hosts), n=3)
+                raise UnknownName(self.inventory.path or self.inventory.root, "host", spec, close)
+            facts = resolve_host(spec, self.knowledge)
+        self._hosts[spec] = facts
+        return facts
+
+    def known_hosts(self) -> dict[str, HostFacts]:
+        """Every inventory host whose facts come from files (never dials a URI)."""
+        result = {}
+        for name, entry in self.inventory.hosts.items():
+            if not is_uri(entry.source):
+                result[name] = self.host(name)
+        return result
+
+    def vm(self, spec: str) -> tuple[str, Domain | None, VmPolicy | None, str | None]:
+        """(name, domain, policy, current host) for an inventory VM, a policy-only VM,
+        a domain XML file, or ``URI/domain-name``."""
+        policies = self.inventory.root
+        entry = self.inventory.vms.get(spec)
+        if entry is not None:
+            domain = read_domain(entry.domain, self.knowledge) if entry.domain else None
+            if domain is None and entry.host:
+                host_entry = self.inventory.hosts[entry.host]
+                if is_uri(host_entry.source):
+                    with connect(host_entry.source) as hv:
+                        domain = parse_domain(hv.domain_xml(spec), f"{host_entry.source}#{spec}", self.knowledge)
+            return spec, domain, find_policy(policies, spec, self.knowledge), entry.host
+        path = Path(spec)
+        if path.suffix.lower() == ".xml" or path.is_file():
+            domain = read_domain(path, self.knowledge)
+            current = self.inventory.vms.get(domain.name)
+            return (
+                domain.name,
+                domain,
+                find_policy(policies, domain.name, self.knowledge),
+                current.host if current else None,
+            )
+        if path.suffix.lower() in (".yaml", ".yml"):
+            policy = read_policy(path, self.knowledge)
+            return policy.vm, None, policy, None
+        found = find_policy(policies, spec, self.knowledge)
+        if found is not None:
+            return spec, None, found, None
+        import difflib
+
+        known = sorted(set(self.inventory.vms) | {p.stem for p in (policies / "vms").glob("*.yaml")})
+        raise UnknownName(self.inventory.path or policies, "VM", spec, difflib.get_close_matches(spec, known, n=3))
+
+
+def requirements_for(
+    fleet: Fleet, vm_spec: str, move: Move, source_spec: str | None = None
+) -> tuple[Requirements, str | None]:
+    name, domain, policy, current = fleet.vm(vm_spec)
+    source_name = source_spec or current
+    source = fleet.host(source_name) if source_name else None
+    req = build_requirements(name, domain, policy, move, fleet.knowledge, source_host=source)
+    return req, source_name
+
+
+def check_vm(fleet: Fleet, vm_spec: str, host_spec: str, move: Move, source_spec: str | None = None) -> Verdict:
+    req, _source = requirements_for(fleet, vm_spec, move, source_spec)
+    host = fleet.host(host_spec)
+    return decide(req, host, alternatives=fleet.known_hosts())

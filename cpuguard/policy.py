@@ -1,0 +1,129 @@
+"""VM policies: what the workload itself needs (``policies/vms/<vm>.yaml``).
+
+Format (an interface; schema in data/schema-policy.json, documented in
+docs/policy.md)::
+
+    vm: pbx01
+    mode: enforce          # enforce | warn | off
+    requires:
+      level: x86-64-v2     # optional
+      features: [avx2, bmi2]
+      model: Haswell-noTSX # optional: every feature of a libvirt model
+    binaries: [...]        # written by `cpuguard scan --merge-into`
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from cpuguard.errors import BadInput, UnknownName
+from cpuguard.knowledge import Knowledge
+from cpuguard.levels import normalize_level
+from cpuguard.schema import validate
+from cpuguard.yamlsafe import read_yaml
+
+DATA = Path(__file__).with_name("data")
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((DATA / f"schema-{name}.json").read_text(encoding="utf-8"))
+    return result
+
+
+@dataclass(frozen=True)
+class BinaryFeature:
+    feature: str
+    instructions: int = 0
+    functions: int = 0
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BinaryNeeds:
+    path: str
+    required: tuple[BinaryFeature, ...]
+    level: str | None = None
+    sha256: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VmPolicy:
+    vm: str
+    source: str
+    mode: str = "enforce"
+    level: str | None = None
+    features: frozenset[str] = frozenset()
+    model: str | None = None
+    model_features: frozenset[str] = frozenset()
+    binaries: tuple[BinaryNeeds, ...] = ()
+    description: str = ""
+
+
+def policy_from_data(raw: Any, where: Path | str, knowledge: Knowledge, *, vm: str | None = None) -> VmPolicy:
+    if raw is None:
+        raise BadInput(where, "empty policy file")
+    validate(raw, load_schema("policy"), where)
+    if vm is not None and raw["vm"] != vm:
+        raise BadInput(where, f"policy is for VM {raw['vm']!r}, expected {vm!r} (file name and 'vm' must agree)")
+    vocabulary = knowledge.vocabulary
+    requires = raw.get("requires", {})
+    level = normalize_level(requires["level"], where) if "level" in requires else None
+    model = requires.get("model")
+    model_features: frozenset[str] = frozenset()
+    if model is not None:
+        try:
+            found = knowledge.cpu_map.get(model)
+        except UnknownName as exc:
+            raise UnknownName(where, exc.kind, exc.name, exc.suggestions) from None
+        model, model_features = found.name, found.features
+    binaries = []
+    for entry in raw.get("binaries", []):
+        required = tuple(
+            BinaryFeature(
+                vocabulary.canonical(item["feature"], where),
+                item.get("instructions", 0),
+                item.get("functions", 0),
+                tuple(item.get("examples", ())),
+            )
+            for item in entry["required"]
+        )
+        level_text = entry.get("level")
+        binaries.append(
+            BinaryNeeds(
+                path=entry["path"],
+                required=required,
+                level=normalize_level(level_text, where) if level_text else None,
+                sha256=entry.get("sha256"),
+                notes=tuple(entry.get("notes", ())),
+            )
+        )
+    return VmPolicy(
+        vm=raw["vm"],
+        source=str(where),
+        mode=raw.get("mode", "enforce"),
+        level=level,
+        features=vocabulary.canonical_set(requires.get("features", []), where),
+        model=model,
+        model_features=model_features,
+        binaries=tuple(binaries),
+        description=raw.get("description", ""),
+    )
+
+
+def read_policy(path: Path, knowledge: Knowledge, *, vm: str | None = None) -> VmPolicy:
+    return policy_from_data(read_yaml(path), path, knowledge, vm=vm)
+
+
+def find_policy(policies_dir: Path, vm: str, knowledge: Knowledge) -> VmPolicy | None:
+    """The policy of ``vm`` (``vms/<vm>.yaml``), or None when it has none."""
+    for suffix in (".yaml", ".yml"):
+        path = policies_dir / "vms" / f"{vm}{suffix}"
+        if path.exists():
+            return read_policy(path, knowledge, vm=vm)
+    return None

@@ -1,0 +1,1 @@
+"""Renderers: turn verdicts into text, JSON, JUnit, Markdown, HTML. They never compute."""

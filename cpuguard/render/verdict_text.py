@@ -1,0 +1,73 @@
+"""Human text for a verdict: the verdict first, then what is missing, grouped by origin."""
+
+from __future__ import annotations
+
+from cpuguard.records import Missing, Move, Origin, Outcome, Verdict
+
+_MOVES = {Move.LIVE: "live migration or memory-image restore", Move.COLD: "cold start"}
+_RULES = {
+    Move.LIVE: "live rule: the host must offer every feature the running guest sees now, "
+    "plus what its CPU definition and workload need",
+    Move.COLD: "cold rule: the host must offer what the guest CPU definition and the workload need",
+}
+
+
+def by_origin(missing: tuple[Missing, ...]) -> list[tuple[Origin, list[str]]]:
+    groups: dict[Origin, list[str]] = {}
+    for item in missing:
+        for origin in item.origins:
+            groups.setdefault(origin, []).append(item.feature)
+    order = {"binary": 0, "policy": 1, "level": 2, "guest-cpu": 3, "live": 4}
+    return sorted(groups.items(), key=lambda kv: (order.get(kv[0].kind, 9), kv[0].detail))
+
+
+def one_line(verdict: Verdict) -> str:
+    """A single line for logs and libvirt's error message."""
+    head = f"cpuguard: {verdict.outcome.value.upper()} {verdict.vm} on {verdict.host} ({verdict.move.value})"
+    parts = list(verdict.problems)
+    if verdict.missing:
+        groups = "; ".join(f"{', '.join(feats)} ({origin.detail})" for origin, feats in by_origin(verdict.missing))
+        parts.append(f"missing {groups}")
+    if verdict.forbidden_present:
+        parts.append("host has forbidden " + ", ".join(m.feature for m in verdict.forbidden_present))
+    if verdict.hints:
+        parts.append("would fit on " + ", ".join(verdict.hints))
+    return head + (": " + "; ".join(parts) if parts else "")
+
+
+def render_text(verdict: Verdict) -> str:
+    lines: list[str] = []
+    move = _MOVES[verdict.move]
+    if verdict.outcome is Outcome.BLOCK:
+        lines.append(f"BLOCK  {verdict.vm} must not move to {verdict.host} ({move})")
+    elif verdict.outcome is Outcome.WARN:
+        lines.append(f"WARN   {verdict.vm} may move to {verdict.host} ({move}), but it lacks what the VM needs")
+    else:
+        lines.append(f"ALLOW  {verdict.vm} can move to {verdict.host} ({move})")
+    for problem in verdict.problems:
+        lines.append(f"  {problem}")
+    if verdict.missing:
+        count = len(verdict.missing)
+        lines.append(f"  {verdict.host} lacks {count} feature{'s' if count != 1 else ''} {verdict.vm} needs:")
+        for origin, features in by_origin(verdict.missing):
+            lines.append(f"    {', '.join(features)}")
+            lines.append(f"        <- {origin.detail}")
+    if verdict.forbidden_present:
+        lines.append(f"  {verdict.host} has features the guest forbids:")
+        for origin, features in by_origin(verdict.forbidden_present):
+            lines.append(f"    {', '.join(features)}")
+            lines.append(f"        <- {origin.detail}")
+    for warning in verdict.warnings:
+        lines.append(f"  warning: {warning}")
+    vm_level = verdict.vm_level or "no x86-64 level"
+    host_level = verdict.host_level or "below x86-64-v1"
+    lines.append(f"  levels: {verdict.vm} needs {vm_level}; {verdict.host} offers {host_level}")
+    lines.append(f"  {_RULES[verdict.move]}")
+    if verdict.hints:
+        lines.append(f"  hosts that would take {verdict.vm}: {', '.join(verdict.hints)}")
+    elif verdict.outcome is not Outcome.ALLOW:
+        lines.append(f"  no other known host would take {verdict.vm}")
+    for note in verdict.notes:
+        lines.append(f"  note: {note}")
+    lines.append(f"  host facts: {verdict.host_source}")
+    return "\n".join(lines) + "\n"

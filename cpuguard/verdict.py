@@ -1,0 +1,89 @@
+"""The decision: may a VM land on a host? Pure; explains every "no".
+
+``decide(requirements, host)`` returns a :class:`Verdict` with the missing
+features (sorted), each with every origin of the need, the x86-64 level of
+both sides, architecture/vendor problems and hints. No I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from cpuguard.levels import LEVEL_NAMES, highest_level, level_features, lowest_level_covering
+from cpuguard.records import HostFacts, Missing, Origin, Outcome, Requirements, Verdict
+
+
+def _group(needs: Iterable[tuple[str, Origin]]) -> tuple[Missing, ...]:
+    by_feature: dict[str, set[Origin]] = {}
+    for feature, origin in needs:
+        by_feature.setdefault(feature, set()).add(origin)
+    return tuple(Missing(f, tuple(sorted(by_feature[f]))) for f in sorted(by_feature))
+
+
+def vm_level(features: frozenset[str]) -> str | None:
+    """The x86-64 level the VM's needs amount to (the lowest one covering its level features)."""
+    relevant = features & level_features(LEVEL_NAMES[-1])
+    return lowest_level_covering(relevant) if relevant else None
+
+
+def _problems(req: Requirements, host: HostFacts) -> list[str]:
+    problems = []
+    if host.arch and req.arch and host.arch != req.arch:
+        problems.append(f"architecture mismatch: {req.arch} guest cannot run on a {host.arch} host")
+    if req.vendor and host.vendor and req.vendor.lower() != host.vendor.lower():
+        problems.append(f"vendor mismatch: the guest needs a {req.vendor} CPU, the host is {host.vendor}")
+    return problems
+
+
+def _missing(req: Requirements, host: HostFacts) -> tuple[tuple[Missing, ...], tuple[Missing, ...]]:
+    missing = _group((n.feature, n.origin) for n in req.needs if n.feature not in host.flags)
+    forbidden = _group((n.feature, n.origin) for n in req.forbidden if n.feature in host.flags)
+    return missing, forbidden
+
+
+def accepts(req: Requirements, host: HostFacts) -> bool:
+    missing, forbidden = _missing(req, host)
+    return not missing and not forbidden and not _problems(req, host)
+
+
+def decide(
+    req: Requirements,
+    host: HostFacts,
+    *,
+    alternatives: Mapping[str, HostFacts] | None = None,
+) -> Verdict:
+    missing, forbidden = _missing(req, host)
+    problems = _problems(req, host)
+    warnings: list[str] = []
+    notes = list(req.notes)
+    if not missing and not forbidden and not problems:
+        outcome = Outcome.ALLOW
+    elif problems:
+        outcome = Outcome.BLOCK  # a move across architectures or vendors never works
+    elif req.mode == "warn":
+        outcome = Outcome.WARN
+        warnings.append("policy mode is warn: the move is allowed, but the guest may fail")
+    elif req.mode == "off":
+        outcome = Outcome.ALLOW
+        notes.append("policy mode is off: missing features reported but not enforced")
+    else:
+        outcome = Outcome.BLOCK
+    hints: list[str] = []
+    if outcome is not Outcome.ALLOW and alternatives:
+        hints = sorted(name for name, other in alternatives.items() if other is not host and accepts(req, other))
+    return Verdict(
+        vm=req.vm,
+        host=host.name or host.source,
+        move=req.move,
+        outcome=outcome,
+        missing=missing,
+        forbidden_present=forbidden,
+        problems=tuple(problems),
+        warnings=tuple(warnings),
+        notes=tuple(notes),
+        vm_level=vm_level(req.features),
+        host_level=highest_level(host.flags),
+        hints=tuple(hints),
+        host_source=host.source,
+        policy_mode=req.mode,
+    )
