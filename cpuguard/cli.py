@@ -169,16 +169,25 @@ def feature_cmd(names: tuple[str, ...]) -> None:
         click.echo(f"{name}: canonical {canonical}, libvirt {libvirt}")
 
 
-def _register_optional_commands() -> None:
-    """Commands living in their own packages."""
-    try:
-        from cpuguard.scan.cli import scan  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return
-    cli.add_command(scan)
+#: Modules that contribute commands: each exposes ``COMMANDS``, a list of click commands.
+COMMAND_MODULES = ("cpuguard.scan.cli", "cpuguard.hook.cli", "cpuguard.planning.cli")
 
 
-_register_optional_commands()
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # that part of cpuguard is not installed in this build
+            raise
+        for command in getattr(module, "COMMANDS", ()):
+            cli.add_command(command)
+
+
+_register_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
