@@ -94,7 +94,9 @@ def _parse_model(element: ET.Element) -> ModelDef:
     return ModelDef(
         name=element.get("name", ""),
         vendor=vendor_el.get("name") if vendor_el is not None else None,
-        features=frozenset(f.get("name", "") for f in element.findall("feature")),
+        # removed='yes' marks a feature libvirt dropped from the model but keeps listed
+        # for compatibility of old definitions; it is not part of the model any more.
+        features=frozenset(f.get("name", "") for f in element.findall("feature") if f.get("removed") != "yes"),
         parents=tuple(m.get("name", "") for m in element.findall("model")),
         signatures=tuple(sigs),
     )
