@@ -23,7 +23,6 @@ from typing import Any
 from cpuguard.errors import BadInput
 from cpuguard.policy import load_schema
 from cpuguard.schema import validate
-from cpuguard.yamlsafe import read_yaml
 
 DEFAULT_CONFIG = Path("/etc/cpuguard/config.yaml")
 DEFAULT_ON_ERROR = {"migrate": "block", "restore": "block", "start": "allow"}
@@ -67,6 +66,8 @@ def config_from_data(raw: Any, path: Path) -> Config:
 
 def read_config(path: Path = DEFAULT_CONFIG, *, required: bool = False) -> Config:
     """The configuration at ``path``; defaults when it does not exist (unless required)."""
+    from cpuguard.yamlsafe import read_yaml  # deferred: keeps PyYAML off the hook's fast path
+
     if not path.exists():
         if required:
             raise BadInput(path, "no such configuration file")

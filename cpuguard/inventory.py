@@ -20,7 +20,6 @@ from pathlib import Path
 from cpuguard.errors import BadInput
 from cpuguard.policy import load_schema
 from cpuguard.schema import validate
-from cpuguard.yamlsafe import read_yaml
 
 INVENTORY_NAME = "inventory.yaml"
 
@@ -48,6 +47,8 @@ class Inventory:
 
 
 def read_inventory(policies_dir: Path) -> Inventory:
+    from cpuguard.yamlsafe import read_yaml  # deferred: keeps PyYAML off the hook's fast path
+
     path = policies_dir / INVENTORY_NAME
     if not path.exists():
         return Inventory(policies_dir, None)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import cache
 from pathlib import Path
-
-import yaml
 
 from cpuguard.errors import BadInput, UnknownName
 
 LEVELS_FILE = Path(__file__).with_name("data") / "levels.yaml"
 LEVEL_NAMES = ("x86-64-v1", "x86-64-v2", "x86-64-v3", "x86-64-v4")
 
+#: Each level's full feature set, filled from LEVELS_FILE on first use or by preload_level_table.
+_TABLE: dict[str, frozenset[str]] = {}
 
-@cache
+
 def _levels() -> Mapping[str, frozenset[str]]:
+    if _TABLE:
+        return _TABLE
+    import yaml  # deferred: the libvirt hook's fast path must not pay for PyYAML (docs/hook.md)
+
     try:
         raw = yaml.safe_load(LEVELS_FILE.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -25,7 +28,25 @@ def _levels() -> Mapping[str, frozenset[str]]:
     for name in LEVEL_NAMES:
         cumulative |= set(raw[name])
         result[name] = frozenset(cumulative)
-    return result
+    _TABLE.update(result)
+    return _TABLE
+
+
+def level_table() -> dict[str, list[str]]:
+    """Every level's full feature set, sorted: what a precompiled cache saves."""
+    return {name: sorted(features) for name, features in _levels().items()}
+
+
+def preload_level_table(table: Mapping[str, Iterable[str]]) -> None:
+    """Use ``table`` (a saved :func:`level_table`) instead of reading levels.yaml.
+
+    The libvirt hook restores it from its precompiled cache, which is keyed on
+    levels.yaml, so the table is never stale.
+    """
+    if set(table) != set(LEVEL_NAMES):
+        raise BadInput(None, f"level table must name exactly {', '.join(LEVEL_NAMES)}")
+    _TABLE.clear()
+    _TABLE.update({name: frozenset(table[name]) for name in LEVEL_NAMES})
 
 
 def normalize_level(name: str, where: str | Path | None = None) -> str:

@@ -24,7 +24,6 @@ from cpuguard.errors import BadInput, UnknownName
 from cpuguard.knowledge import Knowledge
 from cpuguard.levels import normalize_level
 from cpuguard.schema import validate
-from cpuguard.yamlsafe import read_yaml
 
 DATA = Path(__file__).with_name("data")
 
@@ -117,6 +116,8 @@ def policy_from_data(raw: Any, where: Path | str, knowledge: Knowledge, *, vm: s
 
 
 def read_policy(path: Path, knowledge: Knowledge, *, vm: str | None = None) -> VmPolicy:
+    from cpuguard.yamlsafe import read_yaml  # deferred: keeps PyYAML off the hook's fast path
+
     return policy_from_data(read_yaml(path), path, knowledge, vm=vm)
 
 

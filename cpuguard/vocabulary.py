@@ -20,8 +20,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cpuguard.cpumap import CpuMapData, load_cpu_map_data
 from cpuguard.errors import BadInput, UnknownFeature
 
@@ -117,6 +115,8 @@ def build_vocabulary(cpu_map: CpuMapData, names: Mapping[str, Any], where: Path)
 
 @cache
 def load_vocabulary() -> Vocabulary:
+    import yaml  # deferred: the libvirt hook's fast path must not pay for PyYAML (docs/hook.md)
+
     try:
         names = yaml.safe_load(NAMES_FILE.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
