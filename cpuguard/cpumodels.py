@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from cpuguard.cpumap import CpuMapData, load_cpu_map_data
 from cpuguard.errors import UnknownName
@@ -35,7 +36,7 @@ class CpuMap:
     source: str
     models: Mapping[str, CpuModel]
 
-    def get(self, name: str) -> CpuModel:
+    def get(self, name: str, where: str | Path | None = None) -> CpuModel:
         model = self.models.get(name)
         if model is None:
             lowered = {m.lower(): m for m in self.models}
@@ -44,7 +45,7 @@ class CpuMap:
             import difflib
 
             close = difflib.get_close_matches(name, list(self.models), n=3, cutoff=0.5)
-            raise UnknownName(None, "libvirt CPU model", name, close)
+            raise UnknownName(where, "libvirt CPU model", name, close)
         return model
 
     def features_of(self, name: str) -> frozenset[str]:

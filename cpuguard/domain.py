@@ -33,7 +33,7 @@ def parse_domain(text: str | bytes, where: str | Path, knowledge: Knowledge) -> 
     model_el = cpu_el.find("model")
     model = (model_el.text or "").strip() if model_el is not None else None
     if model and arch == "x86_64":
-        knowledge.cpu_map.get(model)  # unknown model: clear error now, not a silent empty set
+        knowledge.cpu_map.get(model, where)  # unknown model: clear error now, not a silent empty set
     by_policy: dict[str, set[str]] = {p: set() for p in FEATURE_POLICIES}
     for feature in cpu_el.findall("feature"):
         fname = feature.get("name")

@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cpuguard.errors import BadInput, UnknownName
+from cpuguard.errors import BadInput
 from cpuguard.knowledge import Knowledge
 from cpuguard.levels import normalize_level
 from cpuguard.schema import validate
@@ -76,10 +76,7 @@ def policy_from_data(raw: Any, where: Path | str, knowledge: Knowledge, *, vm: s
     model = requires.get("model")
     model_features: frozenset[str] = frozenset()
     if model is not None:
-        try:
-            found = knowledge.cpu_map.get(model)
-        except UnknownName as exc:
-            raise UnknownName(where, exc.kind, exc.name, exc.suggestions) from None
+        found = knowledge.cpu_map.get(model, where)
         model, model_features = found.name, found.features
     binaries = []
     for entry in raw.get("binaries", []):

@@ -41,14 +41,20 @@ def knowledge() -> Knowledge:
     return load_knowledge()
 
 
-def run_cpuguard(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
-                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cpuguard(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m cpuguard`` in a subprocess, the way a user does."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CPUGUARD_")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "cpuguard", *args],
-        cwd=cwd, env=full_env, input=stdin, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env=full_env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cpuguard.cpumap import SYSTEM_CPU_MAP, BUNDLED_SNAPSHOT, from_snapshot, parse_cpu_map_dir, to_snapshot
+from cpuguard.cpumap import BUNDLED_SNAPSHOT, SYSTEM_CPU_MAP, from_snapshot, parse_cpu_map_dir, to_snapshot
 from cpuguard.domain import parse_domain
 from cpuguard.errors import BadInput, UnknownName
 from cpuguard.hosts.synthetic import model_host
@@ -33,7 +33,10 @@ def libvirt_expansion(model: str, vendor: str | None) -> frozenset[str]:
     cpu = f"<cpu><arch>x86_64</arch><model>{model}</model>{f'<vendor>{vendor}</vendor>' if vendor else ''}</cpu>"
     out = subprocess.run(
         [virsh, "-c", "test:///default", "cpu-baseline", "--features", "/dev/stdin"],
-        input=cpu, capture_output=True, text=True, check=True,
+        input=cpu,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     root = ET.fromstring(out.strip())
     return frozenset(f.get("name", "") for f in root.findall("feature") if f.get("policy") == "require")
@@ -69,7 +72,9 @@ def test_verdicts_on_named_models_agree_with_libvirt_expansion(knowledge: Knowle
                 if models[guest].vendor and models[host].vendor and models[guest].vendor != models[host].vendor:
                     continue
                 verdict = decide(req, model_host(host, knowledge))
-                expected = libvirt_expansion(guest, models[guest].vendor) <= libvirt_expansion(host, models[host].vendor)
+                expected = libvirt_expansion(guest, models[guest].vendor) <= libvirt_expansion(
+                    host, models[host].vendor
+                )
                 pairs += 1
                 if (verdict.outcome is Outcome.ALLOW) != expected:
                     disagreements.append((guest, host, verdict.outcome))
@@ -92,7 +97,8 @@ def test_bundled_snapshot_matches_installed_cpu_map() -> None:
 
 def test_inheritance_is_expanded(tmp_path: Path) -> None:
     (tmp_path / "index.xml").write_text(
-        "<cpus><arch name='x86'><include filename='x86_features.xml'/><include filename='x86_models.xml'/></arch></cpus>"
+        "<cpus><arch name='x86'><include filename='x86_features.xml'/>"
+        "<include filename='x86_models.xml'/></arch></cpus>"
     )
     (tmp_path / "x86_features.xml").write_text(
         "<cpus><feature name='fpu'><cpuid eax_in='0x01' edx='0x00000001'/></feature>"
@@ -110,9 +116,7 @@ def test_inheritance_is_expanded(tmp_path: Path) -> None:
 
 def test_unknown_parent_is_bad_input(tmp_path: Path) -> None:
     (tmp_path / "index.xml").write_text("<cpus><arch name='x86'><include filename='m.xml'/></arch></cpus>")
-    (tmp_path / "m.xml").write_text(
-        "<cpus><feature name='fpu'/><model name='New'><model name='Ghost'/></model></cpus>"
-    )
+    (tmp_path / "m.xml").write_text("<cpus><feature name='fpu'/><model name='New'><model name='Ghost'/></model></cpus>")
     with pytest.raises(BadInput, match="inherits unknown model Ghost"):
         parse_cpu_map_dir(tmp_path)
 

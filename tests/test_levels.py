@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import archspec.cpu
 import pytest
 
@@ -9,7 +11,7 @@ from cpuguard.levels import LEVEL_NAMES, highest_level, level_features, lowest_l
 
 
 def test_levels_are_cumulative() -> None:
-    for lower, upper in zip(LEVEL_NAMES, LEVEL_NAMES[1:], strict=False):
+    for lower, upper in itertools.pairwise(LEVEL_NAMES):
         assert level_features(lower) < level_features(upper)
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cpuguard.errors import UnknownFeature
@@ -58,7 +60,7 @@ def test_round_trip_through_libvirt_names(knowledge: Knowledge) -> None:
 
 
 def test_every_flag_linux_prints_here_is_known(knowledge: Knowledge) -> None:
-    flags = open("/proc/cpuinfo").read().split("flags\t\t: ", 1)[1].split("\n", 1)[0].split()
+    flags = Path("/proc/cpuinfo").read_text().split("flags\t\t: ", 1)[1].split("\n", 1)[0].split()
     unknown = [f for f in flags if knowledge.vocabulary.try_canonical(f) != f]
     assert unknown == []
 
@@ -84,8 +86,28 @@ def test_non_migratable_features_come_from_cpu_map(knowledge: Knowledge) -> None
 def test_iced_decoder_feature_names_resolve(knowledge: Knowledge) -> None:
     iced = pytest.importorskip("iced_x86")
     names = [n for n in dir(iced.CpuidFeature) if n.isupper()]
-    wanted = ["SSE4_2", "AVX2", "AVX512F", "AVX512_VNNI", "BMI1", "BMI2", "LZCNT", "POPCNT", "MOVBE",
-              "FMA", "F16C", "CMPXCHG16B", "AES", "PCLMULQDQ", "SHA", "ADX", "RDRAND", "RDSEED", "SSSE3", "SSE3"]
+    wanted = [
+        "SSE4_2",
+        "AVX2",
+        "AVX512F",
+        "AVX512_VNNI",
+        "BMI1",
+        "BMI2",
+        "LZCNT",
+        "POPCNT",
+        "MOVBE",
+        "FMA",
+        "F16C",
+        "CMPXCHG16B",
+        "AES",
+        "PCLMULQDQ",
+        "SHA",
+        "ADX",
+        "RDRAND",
+        "RDSEED",
+        "SSSE3",
+        "SSE3",
+    ]
     for name in wanted:
         assert name in names
         assert knowledge.vocabulary.try_canonical(name) is not None, name

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cpuguard.cpumodels import CpuMap
-from cpuguard.errors import BadInput, UnknownName
+from cpuguard.errors import BadInput
 from cpuguard.records import HostFacts
 from cpuguard.vocabulary import Vocabulary
 from cpuguard.xmlsafe import parse_xml
@@ -29,10 +29,7 @@ def _expand(
 ) -> frozenset[str]:
     flags: set[str] = set()
     if model:
-        try:
-            flags |= cpu_map.features_of(model)
-        except UnknownName:
-            raise BadInput(where, f"CPU model {model!r} is not in libvirt's cpu_map ({cpu_map.source})") from None
+        flags |= cpu_map.get(model, where).features
     for feature in features:
         name = feature.get("name")
         if not name:

@@ -1,0 +1,176 @@
+"""The command line end to end, through ``python -m cpuguard`` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cpuguard
+
+
+def test_pbx01_is_blocked_on_old_node_with_reasons() -> None:
+    result = run_cpuguard("check", "vm", "pbx01", "host", "old-node")
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "BLOCK  pbx01 must not move to old-node (live migration or memory-image restore)"
+    assert "avx2, bmi2" in result.stdout
+    assert "<- policy policies/vms/pbx01.yaml" in result.stdout
+    assert "<- the running guest sees it now (host-passthrough on new-node)" in result.stdout
+    assert "hosts that would take pbx01: new-node" in result.stdout
+    assert result.stderr == ""
+
+
+def test_pbx01_is_allowed_on_new_node() -> None:
+    result = run_cpuguard("check", "vm", "pbx01", "host", "new-node")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ALLOW  pbx01 can move to new-node")
+
+
+def test_no_host_but_new_node_takes_pbx01_live() -> None:
+    for host in ("old-node", "mid-node"):
+        assert run_cpuguard("check", "vm", "pbx01", "host", host).returncode == 1
+
+
+def test_cold_rule_only_needs_the_workload() -> None:
+    result = run_cpuguard("check", "vm", "pbx01", "host", "mid-node", "--cold")
+    assert result.returncode == 0, result.stdout
+    assert "cold rule" in result.stdout
+
+
+def test_json_output() -> None:
+    result = run_cpuguard("check", "vm", "db01", "host", "old-node", "--format", "json")
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data["outcome"] == "block" and data["move"] == "live"
+    missing = {m["feature"]: m["origins"] for m in data["missing"]}
+    assert "avx2" in missing
+    assert {o["kind"] for o in missing["avx2"]} == {"guest-cpu", "level"}
+
+
+def test_any_domain_xml_on_a_named_model(tmp_path: Path) -> None:
+    xml = tmp_path / "some-domain.xml"
+    xml.write_text(
+        "<domain type='kvm'><name>some-domain</name><os><type arch='x86_64'>hvm</type></os>"
+        "<cpu mode='custom' match='exact'><model>Haswell-noTSX</model></cpu></domain>"
+    )
+    blocked = run_cpuguard("check", "vm", str(xml), "host", "model:Westmere", cwd=tmp_path)
+    assert blocked.returncode == 1
+    assert "guest CPU model Haswell-noTSX" in blocked.stdout
+    allowed = run_cpuguard("check", "vm", str(xml), "host", "model:Skylake-Server-IBRS", cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stdout
+
+
+def test_host_show_and_snapshot(tmp_path: Path) -> None:
+    shown = run_cpuguard("host", "show", "old-node")
+    assert shown.returncode == 0 and "x86-64-v2" in shown.stdout
+    out = tmp_path / "snap.json"
+    made = run_cpuguard("host", "snapshot", "--from", "model:Westmere", "--name", "spare", "--output", str(out))
+    assert made.returncode == 0, made.stderr
+    data = json.loads(out.read_text())
+    assert data["host"] == "spare" and "sse4_2" in data["flags"]
+    checked = run_cpuguard("check", "vm", "db01", "host", str(out), "--cold")
+    assert checked.returncode == 1
+
+
+def test_feature_translation() -> None:
+    result = run_cpuguard("feature", "HW_CPU_X86_SSE42", "LZCNT")
+    assert result.stdout.splitlines() == [
+        "HW_CPU_X86_SSE42: canonical sse4_2, libvirt sse4.2",
+        "LZCNT: canonical abm, libvirt abm",
+    ]
+
+
+BAD_XML = {
+    "entities.xml": "<?xml version='1.0'?><!DOCTYPE d [<!ENTITY a 'aaaa'><!ENTITY b '&a;&a;&a;'>]><domain>&b;</domain>",
+    "external.xml": "<?xml version='1.0'?><!DOCTYPE d [<!ENTITY x SYSTEM 'file:///etc/passwd'>]><domain>&x;</domain>",
+    "truncated.xml": "<domain type='kvm'><name>x</name><cpu mode='custom'><model>Westm",
+    "wrong-root.xml": "<capabilities/>",
+    "unknown-model.xml": "<domain><name>x</name><cpu mode='custom'><model>Westmire</model></cpu></domain>",
+    "unknown-feature.xml": "<domain><name>x</name><cpu mode='host-model'><feature name='avx9'/></cpu></domain>",
+    "bad-mode.xml": "<domain><name>x</name><cpu mode='host-copy'/></domain>",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_XML))
+def test_bad_domain_xml_is_one_line_exit_2(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text(BAD_XML[name])
+    result = run_cpuguard("check", "vm", str(path), "host", "model:Westmere", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"cpuguard: error: {path}: ")
+    assert "Traceback" not in result.stderr
+
+
+BAD_POLICIES = {
+    "invalid YAML": ("vm: pbx01\nrequires: [unclosed\n", "invalid YAML"),
+    "unknown key": ("vm: pbx01\nrequirs: {}\n", "unknown key 'requirs'; did you mean 'requires'?"),
+    "wrong type": ("vm: pbx01\nrequires: {features: avx2}\n", "requires.features: expected array, got string"),
+    "bad mode": ("vm: pbx01\nmode: maybe\n", "mode: 'maybe' is not one of enforce, warn, off"),
+    "unknown feature": ("vm: pbx01\nrequires: {features: [avx3]}\n", "unknown CPU feature 'avx3'"),
+    "python tag": ("vm: !!python/object/apply:os.system ['true']\n", "invalid YAML"),
+    "duplicate key": ("vm: pbx01\nvm: pbx02\n", "duplicate key 'vm'"),
+    "empty": ("", "empty policy file"),
+    "name mismatch": ("vm: other\n", "policy is for VM 'other', expected 'pbx01'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_POLICIES))
+def test_bad_policy_is_one_line_exit_2(tmp_path: Path, case: str) -> None:
+    text, problem = BAD_POLICIES[case]
+    policies = tmp_path / "policies"
+    (policies / "vms").mkdir(parents=True)
+    (policies / "vms" / "pbx01.yaml").write_text(text)
+    result = run_cpuguard("check", "vm", "pbx01", "host", "model:Westmere", "--policies", str(policies))
+    assert result.returncode == 2, result.stdout
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"{policies / 'vms' / 'pbx01.yaml'}: " in result.stderr
+    assert problem in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("check", "vm", "pbx02", "host", "old-node"), "unknown VM 'pbx02' (did you mean pbx01?)"),
+        (("check", "vm", "pbx01", "host", "old-nod"), "unknown host 'old-nod' (did you mean old-node"),
+        (("check", "vm", "pbx01", "host", "model:Westmire"), "unknown libvirt CPU model 'Westmire'"),
+        (("check", "vm", "pbx01", "host", "/nonexistent/host.json"), "not a known host, file"),
+        (("check", "vm", "pbx01", "old-node"), "expected: cpuguard check vm VM host HOST"),
+        (("check", "vm", "/etc/shadow-nonexistent.xml", "host", "old-node"), "no such file"),
+    ],
+)
+def test_usage_and_unknown_names(args: tuple[str, ...], problem: str) -> None:
+    result = run_cpuguard(*args)
+    assert result.returncode == 2, result.stdout
+    assert problem in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    import os
+
+    if os.geteuid() == 0:
+        path = tmp_path / "dir.xml"
+        path.mkdir()
+        result = run_cpuguard("check", "vm", str(path), "host", "model:Westmere")
+        assert result.returncode == 2 and "is a directory" in result.stderr
+    else:  # pragma: no cover - CI runs as root
+        path = tmp_path / "secret.xml"
+        path.write_text("<domain/>")
+        path.chmod(0)
+        result = run_cpuguard("check", "vm", str(path), "host", "model:Westmere")
+        assert result.returncode == 2 and "permission denied" in result.stderr
+
+
+def test_version_and_module_entry() -> None:
+    result = run_cpuguard("--version")
+    assert result.returncode == 0 and result.stdout.startswith("cpuguard, version ")
+
+
+def test_example_fleet_is_found_from_any_directory(tmp_path: Path) -> None:
+    result = run_cpuguard("check", "vm", "pbx01", "host", "old-node", cwd=tmp_path)
+    assert result.returncode == 1
+    assert str(ROOT / "policies" / "vms" / "pbx01.yaml") in result.stdout
