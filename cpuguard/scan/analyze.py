@@ -1,0 +1,121 @@
+"""One file: ELF metadata -> decoded code -> a :class:`FileScan`.
+
+Split in two halves around the decoding so that the scanner can decode
+many files' code in a process pool: :func:`prepare` reads the ELF metadata
+(cheap), :func:`finish` classifies the decoded summaries (pure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from cpuguard.levels import LEVEL_NAMES, level_features, lowest_level_covering
+from cpuguard.scan import elf
+from cpuguard.scan.buildinfo import build_notes
+from cpuguard.scan.classify import classify
+from cpuguard.scan.decode import FunctionCode, Span
+from cpuguard.scan.features import FeatureTable
+from cpuguard.scan.knowledge import DispatchKnowledge
+from cpuguard.scan.notes import Properties, read_properties
+from cpuguard.scan.program import GAP, Program, read_program
+from cpuguard.scan.records import FEATURE_NOTE, ISA_NOTE, FeatureUse, FileScan
+
+# Part of the cache key: bump whenever a scan of the same bytes would change.
+SCANNER_VERSION = "1"
+
+
+@dataclass
+class Prepared:
+    path: str
+    sha256: str
+    size: int
+    program: Program
+    properties: Properties
+    notes: list[str]
+    spans: list[Span]
+    immediates: bool
+    library_reason: str | None
+
+    @property
+    def code_bytes(self) -> int:
+        return sum(s.size for s in self.spans)
+
+
+def prepare(path: str, source: elf.Source, sha256: str, knowledge: DispatchKnowledge, name: str) -> Prepared:
+    """Read what ``path`` says about itself; raises :class:`elf.ElfError` subclasses."""
+    image = elf.ElfFile(source)
+    program = read_program(image)
+    properties = read_properties(image)
+    notes = build_notes(image, program.symbols)
+    spans = [Span(f.start, f.offset, f.size) for f in program.functions]
+    return Prepared(
+        path,
+        sha256,
+        source.size,
+        program,
+        properties,
+        notes,
+        spans,
+        image.type == elf.ET_EXEC,
+        knowledge.library_reason(name),
+    )
+
+
+@cache
+def _all_level_features() -> frozenset[str]:
+    return level_features(LEVEL_NAMES[-1])
+
+
+def finish(
+    prepared: Prepared,
+    codes: list[FunctionCode],
+    table: FeatureTable,
+    knowledge: DispatchKnowledge,
+) -> FileScan:
+    program = prepared.program
+    props = prepared.properties
+    baseline = level_features("x86-64-v1")
+    isa_level = props.needed_level
+    compiled_for = level_features(isa_level) if isa_level else frozenset()
+    result = classify(program, codes, table, knowledge, baseline, prepared.library_reason, compiled_for)
+    required = list(result.required)
+    have = {u.feature for u in required}
+    for feature in sorted(compiled_for - have):
+        required.append(FeatureUse(feature, 0, 0, (), ISA_NOTE))
+        have.add(feature)
+    for feature, label in props.needed_features():
+        if feature not in have:
+            required.append(FeatureUse(feature, 0, 0, (f"FEATURE_2_NEEDED {label}",), FEATURE_NOTE))
+            have.add(feature)
+    required.sort(key=lambda u: u.feature)
+
+    notes = list(prepared.notes)
+    if isa_level:
+        notes.append(f"declares GNU_PROPERTY_X86_ISA_1_NEEDED {isa_level} (enforced by the loader)")
+    if props.used_level and props.used_level != isa_level:
+        notes.append(f"assembler marked ISA level used: {props.used_level} (informative only)")
+    if program.functions and all(f.origin == GAP for f in program.functions):
+        notes.append("no symbols or unwind tables: analysed whole sections, dispatch not seen")
+    notes.extend(program.problems)
+    notes.extend(result.notes)
+
+    level_needs = have & _all_level_features()
+    level = lowest_level_covering(level_needs) if have else None
+    if isa_level and (level is None or LEVEL_NAMES.index(isa_level) > LEVEL_NAMES.index(level)):
+        level = isa_level
+    return FileScan(
+        path=prepared.path,
+        sha256=prepared.sha256,
+        size=prepared.size,
+        arch="x86_64",
+        kind=program.kind,
+        code_bytes=prepared.code_bytes,
+        functions=sum(1 for f in program.functions if f.origin != GAP),
+        required=tuple(required),
+        dispatched=tuple(d for d in result.dispatched if d.feature not in have),
+        level=level,
+        isa_needed=isa_level,
+        notes=tuple(notes),
+        needed_libraries=tuple(program.needed),
+    )

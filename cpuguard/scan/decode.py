@@ -1,0 +1,147 @@
+"""Decode machine code with iced-x86 and summarize each function.
+
+The hot loop avoids per-instruction Python code: iced's decoder produces
+instruction objects, and ``map``/``compress`` over C-level getters pull out
+only what the analysis needs: the instruction code of every instruction
+(counted per function), the targets of near branches, the addresses that
+RIP-relative memory operands point at, and (for non-PIE executables, where
+function pointers are immediates) 32-bit immediates. Everything else,
+including the CPUID features of an instruction code, is looked up later
+once per distinct code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from itertools import compress
+from operator import attrgetter
+from typing import Any, cast
+
+import iced_x86
+from iced_x86 import Code, Decoder, Mnemonic, OpCodeInfo, OpCodeOperandKind
+
+_CODE = attrgetter("code")
+_TARGET = attrgetter("near_branch_target")
+_IS_RIP = attrgetter("is_ip_rel_memory_operand")
+_RIP_ADDR = attrgetter("ip_rel_memory_address")
+_IMM32 = attrgetter("immediate32")
+
+_BRANCH_KINDS = frozenset(
+    {OpCodeOperandKind.BR64_1, OpCodeOperandKind.BR64_4, OpCodeOperandKind.BR32_1,
+     OpCodeOperandKind.BR32_4}
+)  # fmt: skip
+# RIP-relative operands of these instructions reveal what a function reads
+# (CPU feature variables, GOT slots) and which functions it takes the address of.
+_REF_MNEMONICS = frozenset(
+    {Mnemonic.LEA, Mnemonic.MOV, Mnemonic.MOVZX, Mnemonic.MOVSX, Mnemonic.MOVSXD,
+     Mnemonic.TEST, Mnemonic.CMP, Mnemonic.AND, Mnemonic.OR, Mnemonic.BT,
+     Mnemonic.CALL, Mnemonic.JMP}
+)  # fmt: skip
+_IMM_CODES = frozenset({Code.MOV_R32_IMM32, Code.MOV_RM64_IMM32, Code.PUSHQ_IMM32})
+
+INVALID = Code.INVALID
+CHUNK = 4 << 20
+
+
+@dataclass(frozen=True)
+class CodeTables:
+    """Per-instruction-code flags as bytes, indexable at C speed."""
+
+    branch: bytes
+    memref: bytes
+    immediate: bytes
+
+
+def code_count() -> int:
+    return max(v for k, v in vars(Code).items() if not k.startswith("_") and isinstance(v, int)) + 1
+
+
+@cache
+def code_tables() -> CodeTables:
+    count = code_count()
+    branch = bytearray(count)
+    memref = bytearray(count)
+    immediate = bytearray(count)
+    for code in range(count):
+        info = OpCodeInfo(cast(Any, code))
+        kinds = [info.op_kind(i) for i in range(info.op_count)]
+        if any(k in _BRANCH_KINDS for k in kinds):
+            branch[code] = 1
+        elif info.mnemonic in _REF_MNEMONICS:
+            memref[code] = 1
+        if code in _IMM_CODES:
+            immediate[code] = 1
+    return CodeTables(bytes(branch), bytes(memref), bytes(immediate))
+
+
+@dataclass(frozen=True)
+class Span:
+    """Code to decode: ``size`` bytes at virtual address ``start``, file ``offset``."""
+
+    start: int
+    offset: int
+    size: int
+
+
+# (instruction code -> count, addresses referenced outside the span)
+FunctionCode = tuple[dict[int, int], tuple[int, ...]]
+
+
+def decode_span(code: bytes, start: int, immediates: bool) -> FunctionCode:
+    """Summarize the instructions in ``code`` loaded at ``start``."""
+    tables = code_tables()
+    insts = list(Decoder(64, code, ip=start))
+    codes = list(map(_CODE, insts))
+    counts = dict(Counter(codes))
+    refs: set[int] = set(map(_TARGET, compress(insts, map(tables.branch.__getitem__, codes))))
+    memrefs = list(compress(insts, map(tables.memref.__getitem__, codes)))
+    if memrefs:
+        refs.update(map(_RIP_ADDR, compress(memrefs, map(_IS_RIP, memrefs))))
+    if immediates:
+        refs.update(map(_IMM32, compress(insts, map(tables.immediate.__getitem__, codes))))
+    end = start + len(code)
+    return counts, tuple(sorted(r for r in refs if not start <= r < end and r))
+
+
+def decode_spans(read: Callable[[int, int], bytes], spans: Sequence[Span], immediates: bool) -> list[FunctionCode]:
+    """Decode ``spans``, reading their bytes with ``read(offset, size)``.
+
+    Neighbouring spans are read together (up to ``CHUNK`` bytes at a time) so
+    that a file with thousands of small functions costs few system calls.
+    """
+    results: list[FunctionCode] = []
+    i = 0
+    while i < len(spans):
+        first = spans[i]
+        j = i + 1
+        while (
+            j < len(spans)
+            and spans[j].offset + spans[j].size - first.offset <= CHUNK
+            and spans[j].offset >= spans[j - 1].offset
+        ):
+            j += 1
+        last = spans[j - 1]
+        block = read(first.offset, max(first.size, last.offset + last.size - first.offset))
+        for span in spans[i:j]:
+            at = span.offset - first.offset
+            code = block[at : at + span.size]
+            results.append(decode_span(code, span.start, immediates))
+        i = j
+    return results
+
+
+def decode_file_spans(path: str, spans: Sequence[Span], immediates: bool) -> list[FunctionCode]:
+    """Worker entry point: read ``spans`` of ``path`` and decode them (process pool)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return decode_spans(lambda offset, size: os.pread(fd, size, offset), spans, immediates)
+    finally:
+        os.close(fd)
+
+
+def iced_version() -> str:
+    return str(getattr(iced_x86, "__version__", "unknown"))
