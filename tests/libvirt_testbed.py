@@ -11,7 +11,7 @@ Load it as a plugin and ask for ``testbed``::
         assert testbed.migrate("a", "b", "vm1").returncode == 0
 
 Requiring it as a plugin (rather than importing the fixture) registers it once,
-so the daemons start once per session whichever modules use them. The daemons
+so the daemons start once per pytest run whichever modules use them. The daemons
 are ``scripts/testbed``; see docs/testbed.md. When they cannot start, the
 fixture fails with the reason under CI (``CI=true``) and skips with it otherwise.
 
@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "testbed"
-# Kept across sessions: a cold QEMU capability cache costs ~7 s per start.
+# Kept across runs: a cold QEMU capability cache costs ~7 s per start.
 CACHE_DIR = Path(tempfile.gettempdir(), "cpuguard-testbed-cache")
 # scripts/testbed uses base..base+1 for libvirtd and base+10..base+29 for migrations.
 PORT_SPAN = 30
@@ -69,7 +69,7 @@ def port_free(port: int) -> bool:
 
 
 def free_base_port(rng: random.Random | None = None, tries: int = 100) -> int:
-    """A base port whose whole range is unused now, so parallel sessions don't clash."""
+    """A base port whose whole range is unused now, so parallel pytest runs do not clash."""
     rng = rng or random.Random()
     for _ in range(tries):
         base = rng.randrange(20000, 32000, PORT_SPAN)
@@ -87,7 +87,7 @@ def unavailable(reason: str, environ: Mapping[str, str] = os.environ) -> None:
 
 @pytest.fixture(scope="session")
 def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Running node-a and node-b; stopped at the end of the session.
+    """Running node-a and node-b; stopped when pytest finishes.
 
     Attributes: ``uri_a``, ``uri_b``, ``nodes``; methods (node is "a", "b",
     "node-a" or "node-b"): ``hooks_dir(node)``, ``etc_cpuguard(node)``,
@@ -95,7 +95,7 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     ``start_guest(node, name)``, ``migrate(src, dst, name, *virsh_args)`` (the
     completed virsh process, unchecked), ``reload(node)``,
     ``virsh(node, *args, check=True)``, ``domain_state(node, name)``.
-    Guests persist for the session: give each test its own guest names.
+    Guests persist for the whole run: give each test its own guest names.
     """
     bed = Testbed(tmp_path_factory.mktemp("testbed"), free_base_port(), cache_dir=CACHE_DIR)
     try:
