@@ -7,6 +7,8 @@ one-line :class:`BadInput`.
 
 from __future__ import annotations
 
+import os
+import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -48,10 +50,15 @@ def read_xml(path: Path, *, root: str | tuple[str, ...] = ()) -> ET.Element:
 
 
 def read_bytes(path: Path, limit: int) -> bytes:
-    """Read a whole input file, refusing directories, unreadable and oversized files."""
+    """Read a whole input file, refusing directories, devices, unreadable and oversized files.
+
+    The file is opened non-blocking: opening a FIFO nobody writes to, or a
+    terminal, would otherwise wait forever (and the libvirt hook must never
+    hang). Regular files and pipes (``<(virsh capabilities)``) are read;
+    other special files are refused.
+    """
     try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise BadInput(path, "no such file") from None
     except IsADirectoryError:
@@ -60,6 +67,19 @@ def read_bytes(path: Path, limit: int) -> bytes:
         raise BadInput(path, "permission denied") from None
     except OSError as exc:
         raise BadInput(path, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise BadInput(path, "is a directory, expected a file")
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise BadInput(path, "is a device or socket, expected a file")
+        os.set_blocking(fd, True)  # a pipe's writer may still be writing: wait for its end of file
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise BadInput(path, f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise BadInput(path, f"file is larger than {limit} bytes, refusing it")
     return data

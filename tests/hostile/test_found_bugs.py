@@ -1,0 +1,48 @@
+"""Regression tests for hostile inputs that once crashed, hung or were silently accepted.
+
+Each test names the input and the failure it caused before the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from cpuguard.errors import BadInput
+from cpuguard.xmlsafe import read_bytes
+
+
+def _within(seconds: float, call: object) -> object:
+    """Run ``call`` in a daemon thread; fail (instead of hanging the suite) when it blocks."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()  # type: ignore[operator]
+        except BaseException as exc:  # handed to the test thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        pytest.fail(f"still blocked after {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome.get("value")
+
+
+def test_a_fifo_without_a_writer_does_not_block(tmp_path: Path) -> None:
+    # Before: open() of a FIFO nobody writes to waited forever.
+    fifo = tmp_path / "host.xml"
+    os.mkfifo(fifo)
+    assert _within(5, lambda: read_bytes(fifo, 1024)) == b""
+
+
+def test_a_device_is_refused_not_read(tmp_path: Path) -> None:
+    # Before: /dev/zero was read up to the size cap, a terminal waited for input.
+    with pytest.raises(BadInput, match=r"^/dev/zero: is a device or socket, expected a file$"):
+        _within(5, lambda: read_bytes(Path("/dev/zero"), 1024))
