@@ -108,6 +108,8 @@ def parse_snapshot(data: bytes, where: Path | str, vocabulary: Vocabulary, *, na
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(where, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadInput(where, "not valid JSON: nested too deeply") from None
     return snapshot_from_dict(raw, where, vocabulary, name=name)
 
 

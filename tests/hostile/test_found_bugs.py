@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from cpuguard.errors import BadInput
+from cpuguard.hosts.snapshot import parse_snapshot
+from cpuguard.knowledge import Knowledge
 from cpuguard.xmlsafe import read_bytes
 
 
@@ -46,3 +48,9 @@ def test_a_device_is_refused_not_read(tmp_path: Path) -> None:
     # Before: /dev/zero was read up to the size cap, a terminal waited for input.
     with pytest.raises(BadInput, match=r"^/dev/zero: is a device or socket, expected a file$"):
         _within(5, lambda: read_bytes(Path("/dev/zero"), 1024))
+
+
+def test_deeply_nested_json_snapshot_is_bad_input(knowledge: Knowledge) -> None:
+    # Before: json.loads raised RecursionError, an internal error (exit 3) instead of exit 2.
+    with pytest.raises(BadInput, match=r"^host\.json: not valid JSON: nested too deeply$"):
+        parse_snapshot(b"[" * 100_000, "host.json", knowledge.vocabulary)
