@@ -104,6 +104,8 @@ def snapshot_from_dict(raw: Any, where: Path | str, vocabulary: Vocabulary, *, n
 
 
 def parse_snapshot(data: bytes, where: Path | str, vocabulary: Vocabulary, *, name: str | None = None) -> HostFacts:
+    if len(data) > MAX_SNAPSHOT_BYTES:  # read_bytes' cap differs when the file's kind was guessed
+        raise BadInput(where, f"snapshot is larger than {MAX_SNAPSHOT_BYTES} bytes, refusing it")
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

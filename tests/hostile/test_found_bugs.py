@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from cpuguard.errors import BadInput
-from cpuguard.hosts.snapshot import parse_snapshot
+from cpuguard.hosts.snapshot import MAX_SNAPSHOT_BYTES, parse_snapshot
+from cpuguard.hosts.sources import host_from_file
 from cpuguard.knowledge import Knowledge
 from cpuguard.xmlsafe import read_bytes
 
@@ -54,3 +55,13 @@ def test_deeply_nested_json_snapshot_is_bad_input(knowledge: Knowledge) -> None:
     # Before: json.loads raised RecursionError, an internal error (exit 3) instead of exit 2.
     with pytest.raises(BadInput, match=r"^host\.json: not valid JSON: nested too deeply$"):
         parse_snapshot(b"[" * 100_000, "host.json", knowledge.vocabulary)
+
+
+def test_snapshot_size_cap_holds_through_host_from_file(knowledge: Knowledge, tmp_path: Path) -> None:
+    # Before: a snapshot read through host_from_file (the CLI's HOST argument) was capped at
+    # 16 MiB, the cpuinfo limit, not at the documented 1 MiB.
+    path = tmp_path / "host.json"
+    flags = ", ".join(f'"f{i}"' for i in range(MAX_SNAPSHOT_BYTES // 8))
+    path.write_text(f'{{"cpuguard_snapshot": 1, "arch": "x86_64", "flags": [{flags}]}}')
+    with pytest.raises(BadInput, match=r"snapshot is larger than 1048576 bytes"):
+        host_from_file(path, knowledge)
