@@ -54,6 +54,10 @@ def parse_yaml(text: str | bytes, where: str | Path) -> Any:
         raise BadInput(where, f"invalid YAML: {exc}") from None
     except RecursionError:
         raise BadInput(where, "invalid YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:
+        # PyYAML's constructors call int() and datetime() unguarded: an integer of 5,000 digits
+        # or a date like 2024-13-45 raises these instead of a YAMLError.
+        raise BadInput(where, f"invalid YAML value: {exc}") from None
 
 
 def read_yaml(path: Path) -> Any:

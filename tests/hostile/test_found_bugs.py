@@ -16,6 +16,7 @@ from cpuguard.hosts.snapshot import MAX_SNAPSHOT_BYTES, parse_snapshot
 from cpuguard.hosts.sources import host_from_file
 from cpuguard.knowledge import Knowledge
 from cpuguard.xmlsafe import read_bytes
+from cpuguard.yamlsafe import parse_yaml
 
 
 def _within(seconds: float, call: object) -> object:
@@ -65,3 +66,18 @@ def test_snapshot_size_cap_holds_through_host_from_file(knowledge: Knowledge, tm
     path.write_text(f'{{"cpuguard_snapshot": 1, "arch": "x86_64", "flags": [{flags}]}}')
     with pytest.raises(BadInput, match=r"snapshot is larger than 1048576 bytes"):
         host_from_file(path, knowledge)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("vm: " + "1" * 5000 + "\n", "invalid YAML value: Exceeds the limit (4300 digits)"),
+        ("vm: 2024-13-45\n", "invalid YAML value: month must be in 1..12"),
+        ("vm: 2024-02-30\n", "invalid YAML value: day is out of range for month"),
+    ],
+)
+def test_yaml_values_python_cannot_build_are_bad_input(text: str, problem: str) -> None:
+    # Before: ValueError from int()/date() escaped as an internal error (exit 3).
+    with pytest.raises(BadInput) as info:
+        parse_yaml(text, "pbx01.yaml")
+    assert str(info.value).startswith(f"pbx01.yaml: {problem}")
