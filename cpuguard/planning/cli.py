@@ -1,0 +1,262 @@
+"""``cpuguard plan``, ``cpuguard baseline``, ``cpuguard inventory``, ``cpuguard metrics``.
+
+Thin: parse arguments, load the fleet, call the pure planners, render, return
+the documented exit code (0 fine, 1 a VM is stranded, 2 bad input or an
+incomplete plan -- the report is still written, 3 internal error).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cpuguard.errors import BadInput, UnknownName
+from cpuguard.records import HostFacts, Move
+
+FORMAT_NAMES = ("text", "json", "junit", "markdown", "html")
+SUFFIXES = {".txt": "text", ".json": "json", ".xml": "junit", ".md": "markdown", ".html": "html", ".htm": "html"}
+
+#: (kind, format) -> "module:function" of the renderer; imported only when used.
+RENDERERS = {
+    ("evacuation", "text"): "plan_text:render_evacuation_text",
+    ("evacuation", "json"): "plan_json:render_evacuation_json",
+    ("evacuation", "junit"): "junit:render_evacuation_junit",
+    ("evacuation", "markdown"): "markdown:render_evacuation_markdown",
+    ("evacuation", "html"): "html:render_evacuation_html",
+    ("matrix", "text"): "plan_text:render_matrix_text",
+    ("matrix", "json"): "plan_json:render_matrix_json",
+    ("matrix", "junit"): "junit:render_matrix_junit",
+    ("matrix", "markdown"): "markdown:render_matrix_markdown",
+    ("matrix", "html"): "html:render_matrix_html",
+    ("baseline", "text"): "plan_text:render_baseline_text",
+    ("baseline", "json"): "plan_json:render_baseline_json",
+    ("baseline", "junit"): "junit:render_baseline_junit",
+    ("baseline", "markdown"): "markdown:render_baseline_markdown",
+    ("baseline", "html"): "html:render_baseline_html",
+}
+
+
+def renderer(kind: str, fmt: str) -> Callable[[Any], str]:
+    module_name, _, function = RENDERERS[(kind, fmt)].partition(":")
+    module = importlib.import_module(f"cpuguard.render.{module_name}")
+    result: Callable[[Any], str] = getattr(module, function)
+    return result
+
+
+def report_format(path: Path) -> str:
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(f"{s} ({f})" for s, f in SUFFIXES.items())
+        raise BadInput(path, f"cannot tell the report format from the file name; use one of {known}")
+    return fmt
+
+
+def emit(kind: str, result: object, fmt: str, reports: Sequence[Path]) -> None:
+    """Print ``result`` in ``fmt`` and write each ``--report`` file (format from its suffix)."""
+    from cpuguard.hosts.snapshot import write_atomically
+
+    formats = [report_format(path) for path in reports]  # refuse a bad name before writing anything
+    for path, report_fmt in zip(reports, formats, strict=True):
+        write_atomically(path, renderer(kind, report_fmt)(result))
+    click.echo(renderer(kind, fmt)(result), nl=False)
+
+
+def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--format", "fmt", type=click.Choice(FORMAT_NAMES), default="text", show_default=True,
+        help="Report format on standard output.",
+    )(func)  # fmt: skip
+
+
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--report", "reports", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+            help="Also write the report to this file, in the format its suffix names "
+            "(.txt, .json, .xml = JUnit, .md, .html). Repeatable.",
+        ),
+        click.option(
+            "--policies", type=click.Path(path_type=Path, file_okay=False), default=None,
+            help="Policies directory (inventory.yaml, vms/). Default as for cpuguard check.",
+        ),
+        click.option(
+            "--inventory", type=click.Path(path_type=Path), default=None,
+            help="Inventory file, or a directory holding inventory.yaml (e.g. one written by "
+            "cpuguard inventory collect). Default: POLICIES/inventory.yaml.",
+        ),
+        click.option(
+            "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+            help="Seconds to wait for each host given as a libvirt URI.",
+        ),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return format_option(func)
+
+
+def _load(policies: Path | None, inventory: Path | None, timeout: float) -> Any:
+    from cpuguard.fleet import find_policies_dir
+    from cpuguard.knowledge import load_knowledge
+    from cpuguard.planning.load import load_fleet
+
+    return load_fleet(find_policies_dir(policies), load_knowledge(), inventory=inventory, timeout=timeout)
+
+
+def _known_host(fleet: Any, name: str) -> None:
+    if name not in fleet.host_entries and not any(p.kind == "host" and p.name == name for p in fleet.problems):
+        close = difflib.get_close_matches(name, list(fleet.host_entries), n=3)
+        raise UnknownName(fleet.inventory, "host", name, close)
+
+
+def _looks_like_source(spec: str) -> bool:
+    return ":" in spec or "/" in spec or Path(spec).exists()
+
+
+def _extra_host(spec: str) -> HostFacts:
+    """A host outside the inventory: any host SOURCE (model:NAME, a file, a URI...)."""
+    from cpuguard.hosts.sources import resolve_host
+    from cpuguard.knowledge import load_knowledge
+
+    facts = resolve_host(spec, load_knowledge(), name=spec)
+    return HostFacts(**{**facts.__dict__, "name": spec})
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    return [part for value in values for part in value.split(",") if part]
+
+
+@click.group("plan")
+def plan() -> None:
+    """Plan maintenance: where can the VMs of a host go, and the whole VM x host matrix."""
+
+
+@plan.command("evacuate")
+@click.argument("host")
+@click.option(
+    "--targets", "targets", multiple=True, metavar="HOST[,HOST...]",
+    help="Only these target hosts (repeatable). Inventory names or any host SOURCE, e.g. "
+    "model:Icelake-Server for hardware you might buy. Default: every other inventory host.",
+)  # fmt: skip
+@click.option("--live/--cold", "live", default=True, help="Which rule makes a target safe (default: live).")
+@common_options
+def evacuate_cmd(
+    host: str,
+    targets: tuple[str, ...],
+    live: bool,
+    fmt: str,
+    reports: tuple[Path, ...],
+    policies: Path | None,
+    inventory: Path | None,
+    timeout: float,
+) -> None:
+    """Where can every VM on HOST go? VMs with no safe target first.
+
+    Exit 1 when a VM has no safe target, 2 when the plan is incomplete.
+    """
+    from cpuguard.knowledge import load_knowledge
+    from cpuguard.planning.plan import evacuate, exit_code
+
+    fleet = _load(policies, inventory, timeout)
+    _known_host(fleet, host)
+    hosts: dict[str, HostFacts] = dict(fleet.hosts)
+    names: list[str] | None = None
+    if targets:
+        names = []
+        for spec in _split(targets):
+            if spec not in fleet.host_entries:
+                if not _looks_like_source(spec):
+                    _known_host(fleet, spec)
+                hosts[spec] = _extra_host(spec)
+            names.append(spec)
+    result = evacuate(
+        host,
+        list(fleet.vms.values()),
+        hosts,
+        load_knowledge(),
+        targets=names,
+        move=Move.LIVE if live else Move.COLD,
+        problems=fleet.problems,
+    )
+    emit("evacuation", result, fmt, reports)
+    raise SystemExit(exit_code(bool(result.stranded), result.complete))
+
+
+@plan.command("matrix")
+@common_options
+def matrix_cmd(
+    fmt: str, reports: tuple[Path, ...], policies: Path | None, inventory: Path | None, timeout: float
+) -> None:
+    """The whole VM x host compatibility matrix, by live and cold rules.
+
+    Exit 1 when some VM has no other host to move to live, 2 when incomplete.
+    """
+    from cpuguard.knowledge import load_knowledge
+    from cpuguard.planning.matrix import compute_matrix
+    from cpuguard.planning.plan import exit_code
+
+    fleet = _load(policies, inventory, timeout)
+    result = compute_matrix(list(fleet.vms.values()), fleet.hosts, load_knowledge(), problems=fleet.problems)
+    emit("matrix", result, fmt, reports)
+    raise SystemExit(exit_code(bool(result.stranded), result.complete))
+
+
+@click.command("baseline")
+@click.argument("hosts", nargs=-1)
+@click.option("--cluster", default=None, help="All inventory hosts of this cluster.")
+@common_options
+def baseline_cmd(
+    hosts: tuple[str, ...],
+    cluster: str | None,
+    fmt: str,
+    reports: tuple[Path, ...],
+    policies: Path | None,
+    inventory: Path | None,
+    timeout: float,
+) -> None:
+    """The guest CPU every one of HOSTS can run: common features, x86-64 level,
+    the best libvirt named model and the <cpu> XML to paste into a domain.
+
+    HOSTS are inventory names or any host SOURCE; default: every inventory host.
+    Exit 2 when a host could not be read (the baseline of the others is shown).
+    """
+    from cpuguard.knowledge import load_knowledge
+    from cpuguard.planning.baseline import cluster_baseline
+
+    specs = _split(hosts)
+    fleet = None
+    if cluster or not specs or not all(_looks_like_source(s) for s in specs):
+        fleet = _load(policies, inventory, timeout)
+    chosen: dict[str, HostFacts] = {}
+    wanted: list[str] = []
+    if cluster:
+        assert fleet is not None
+        wanted = sorted(n for n, c in fleet.clusters.items() if c == cluster)
+        if not wanted:
+            known = sorted(set(fleet.clusters.values()))
+            raise UnknownName(fleet.inventory, "cluster", cluster, difflib.get_close_matches(cluster, known, n=3))
+    elif not specs and fleet is not None:
+        wanted = sorted(fleet.host_entries)
+    for spec in specs:
+        if fleet is not None and spec in fleet.host_entries:
+            wanted.append(spec)
+        elif _looks_like_source(spec):
+            chosen[spec] = _extra_host(spec)
+        else:
+            assert fleet is not None
+            _known_host(fleet, spec)
+            wanted.append(spec)
+    problems = []
+    if fleet is not None:
+        chosen.update({n: fleet.hosts[n] for n in wanted if n in fleet.hosts})
+        problems = [p for p in fleet.problems if p.kind == "host" and p.name in wanted]
+    result = cluster_baseline(chosen, load_knowledge(), problems=problems)
+    emit("baseline", result, fmt, reports)
+    raise SystemExit(2 if problems else 0)
+
+
+COMMANDS: list[click.Command] = [plan, baseline_cmd]

@@ -1,0 +1,122 @@
+"""Plain records of the planning layer: inputs (a VM as the inventory knows it,
+a problem with one item) and results (evacuation plans, baselines)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cpuguard.policy import VmPolicy
+from cpuguard.records import Domain, Move, Verdict
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One item that could not be read or trusted; the rest of the plan goes on.
+
+    ``kind`` is ``host``, ``vm`` or ``inventory``; ``name`` the host or VM
+    name (the file name for inventory-wide problems); ``message`` one line.
+    ``hosts`` are, for a VM problem, the hosts the VM is listed on (empty:
+    unknown, so the problem concerns every host).
+    """
+
+    kind: str
+    name: str
+    message: str
+    hosts: tuple[str, ...] = ()
+
+    def concerns(self, host: str) -> bool:
+        """Could this problem change a plan about ``host``?"""
+        if self.kind == "host":
+            return True  # an unreadable host may be the one a stranded VM needed
+        return not self.hosts or host in self.hosts
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name}: {self.message}" if self.kind != "inventory" else self.message
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """A VM as the inventory knows it: where it runs, its definition and policy."""
+
+    name: str
+    host: str | None
+    domain: Domain | None
+    policy: VmPolicy | None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One possible target host for one VM, judged by both rules."""
+
+    host: str
+    live: Verdict
+    cold: Verdict
+
+    def verdict(self, move: Move) -> Verdict:
+        return self.live if move is Move.LIVE else self.cold
+
+
+def is_safe(verdict: Verdict) -> bool:
+    """Nothing missing, nothing forbidden present, no architecture/vendor problem.
+
+    Stricter than ``verdict.allowed``: a VM whose policy mode is ``warn`` or
+    ``off`` is *allowed* onto a host that lacks features, but that host is
+    not a safe target for it.
+    """
+    return not verdict.missing and not verdict.forbidden_present and not verdict.problems
+
+
+@dataclass(frozen=True)
+class VmPlan:
+    vm: str
+    source: str  # the host being evacuated
+    move: Move  # the rule that decides which targets are safe
+    candidates: tuple[Candidate, ...]  # safe targets first, then by name
+    safe: tuple[str, ...]  # targets that are safe under ``move``
+    cold_only: tuple[str, ...]  # live plans: targets safe only after a shutdown (cold move)
+    notes: tuple[str, ...] = ()
+    policy_mode: str = "enforce"
+    level: str | None = None  # x86-64 level the VM's needs amount to under ``move``
+
+    @property
+    def stranded(self) -> bool:
+        return not self.safe
+
+
+@dataclass(frozen=True)
+class EvacuationPlan:
+    host: str
+    move: Move
+    targets: tuple[str, ...]
+    vms: tuple[VmPlan, ...]  # stranded VMs first, then by name
+    problems: tuple[Problem, ...] = ()  # items that could change this plan
+    source_level: str | None = None
+
+    @property
+    def stranded(self) -> tuple[VmPlan, ...]:
+        return tuple(v for v in self.vms if v.stranded)
+
+    @property
+    def complete(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a guest CPU should look like to move freely between ``hosts``."""
+
+    hosts: tuple[str, ...]
+    arch: str
+    vendor: str | None  # None when the hosts disagree (libvirt then refuses a vendor)
+    vendors: tuple[str, ...]
+    common: frozenset[str]  # canonical features every host offers
+    guest_features: frozenset[str]  # of those, what a guest can be given and keep across a live move
+    level: str | None
+    model: str | None  # best libvirt named CPU model
+    extra: tuple[str, ...]  # canonical, required on top of the model
+    disabled: tuple[str, ...]  # canonical, model features to disable
+    extra_libvirt: tuple[str, ...]  # the same in libvirt's spelling, for the <cpu> snippet
+    disabled_libvirt: tuple[str, ...]
+    held_back: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]  # (hosts lacking them, features others have)
+    notes: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()

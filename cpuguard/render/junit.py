@@ -1,0 +1,94 @@
+"""JUnit XML for CI systems (GitLab, GitHub Actions, Jenkins display it natively).
+
+One test case per VM: it fails when the VM has no safe target. Items that
+could not be read are test cases with an ``<error>``, so an incomplete plan
+never looks green. Format: the widely used Ant/Jenkins JUnit schema
+(testsuites > testsuite > testcase with failure / error / system-out).
+"""
+
+from __future__ import annotations
+
+from xml.etree.ElementTree import Element, SubElement, indent, tostring
+
+from cpuguard.planning.matrix import Matrix
+from cpuguard.planning.records import Baseline, EvacuationPlan, Problem
+from cpuguard.records import Move
+from cpuguard.render.plan_text import _rejection, baseline_xml, render_baseline_text
+
+
+def _suite(root: Element, name: str) -> Element:
+    return SubElement(root, "testsuite", name=name)
+
+
+def _finish(root: Element) -> str:
+    tests = failures = errors = 0
+    for suite in root.iter("testsuite"):
+        cases = suite.findall("testcase")
+        suite_failures = sum(1 for c in cases if c.find("failure") is not None)
+        suite_errors = sum(1 for c in cases if c.find("error") is not None)
+        suite.set("tests", str(len(cases)))
+        suite.set("failures", str(suite_failures))
+        suite.set("errors", str(suite_errors))
+        tests, failures, errors = tests + len(cases), failures + suite_failures, errors + suite_errors
+    root.set("tests", str(tests))
+    root.set("failures", str(failures))
+    root.set("errors", str(errors))
+    indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + tostring(root, encoding="unicode") + "\n"
+
+
+def _problem_cases(suite: Element, classname: str, problems: tuple[Problem, ...]) -> None:
+    for problem in problems:
+        case = SubElement(suite, "testcase", classname=f"{classname}.unreadable", name=f"{problem.kind} {problem.name}")
+        error = SubElement(case, "error", message=problem.message, type="incomplete")
+        error.text = problem.describe()
+
+
+def render_evacuation_junit(plan: EvacuationPlan) -> str:
+    root = Element("testsuites", name="cpuguard plan evacuate")
+    suite = _suite(root, f"evacuate {plan.host} ({plan.move.value})")
+    classname = f"cpuguard.evacuate.{plan.host}"
+    for vm in sorted(plan.vms, key=lambda v: v.vm):
+        case = SubElement(suite, "testcase", classname=classname, name=vm.vm)
+        if vm.stranded:
+            failure = SubElement(
+                case, "failure", message=f"no safe target for {vm.vm} ({vm.move.value} move)", type="stranded"
+            )
+            lines = [f"{vm.vm} has no safe target among {', '.join(plan.targets) or 'no hosts'}."]
+            if vm.cold_only:
+                lines.append(f"After a shutdown (cold move) it could start on: {', '.join(vm.cold_only)}.")
+            for candidate in vm.candidates:
+                lines.append(f"{candidate.host}:")
+                lines.extend(_rejection(candidate.verdict(vm.move), "    "))
+            failure.text = "\n".join(lines)
+        else:
+            out = SubElement(case, "system-out")
+            out.text = f"safe targets ({vm.move.value}): {', '.join(vm.safe)}"
+    _problem_cases(suite, classname, plan.problems)
+    return _finish(root)
+
+
+def render_matrix_junit(matrix: Matrix) -> str:
+    root = Element("testsuites", name="cpuguard plan matrix")
+    suite = _suite(root, "VM x host matrix (live)")
+    for vm in matrix.vms:
+        case = SubElement(suite, "testcase", classname=f"cpuguard.matrix.{vm.host or 'unplaced'}", name=vm.name)
+        if vm.live_targets == 0:
+            failure = SubElement(case, "failure", message=f"no other host can take {vm.name} live", type="stranded")
+            cold = matrix.targets(vm, Move.COLD)
+            failure.text = f"cold move possible to: {', '.join(cold)}" if cold else "no cold move target either"
+        else:
+            out = SubElement(case, "system-out")
+            out.text = f"{vm.live_targets} live targets, {vm.cold_targets} cold targets"
+    _problem_cases(suite, "cpuguard.matrix", matrix.problems)
+    return _finish(root)
+
+
+def render_baseline_junit(baseline: Baseline) -> str:
+    root = Element("testsuites", name="cpuguard baseline")
+    suite = _suite(root, f"baseline of {', '.join(baseline.hosts)}")
+    case = SubElement(suite, "testcase", classname="cpuguard.baseline", name="baseline")
+    out = SubElement(case, "system-out")
+    out.text = render_baseline_text(baseline) if baseline.model else baseline_xml(baseline)
+    _problem_cases(suite, "cpuguard.baseline", baseline.problems)
+    return _finish(root)

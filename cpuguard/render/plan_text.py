@@ -1,0 +1,176 @@
+"""Human text for planning reports: evacuation plans, the matrix, baselines.
+
+The first lines answer the question (which VMs are stranded); details follow.
+"""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import escape
+
+from cpuguard.planning.matrix import Matrix
+from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, VmPlan, is_safe
+from cpuguard.records import Move, Verdict
+from cpuguard.render.verdict_text import by_origin
+
+#: Above this many hosts the matrix is summarised per VM instead of drawn as a grid.
+GRID_MAX_HOSTS = 12
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def _problems(problems: tuple[Problem, ...], lines: list[str]) -> None:
+    if not problems:
+        return
+    lines.append("")
+    lines.append(f"INCOMPLETE: {_plural(len(problems), 'item')} could not be read; the plan covers the rest:")
+    for problem in problems:
+        lines.append(f"  {problem.describe()}")
+
+
+def _rejection(verdict: Verdict, indent: str) -> list[str]:
+    lines = [f"{indent}{problem}" for problem in verdict.problems]
+    for origin, features in by_origin(verdict.missing):
+        lines.append(f"{indent}missing {', '.join(features)}")
+        lines.append(f"{indent}    <- {origin.detail}")
+    for origin, features in by_origin(verdict.forbidden_present):
+        lines.append(f"{indent}has forbidden {', '.join(features)}")
+        lines.append(f"{indent}    <- {origin.detail}")
+    return lines
+
+
+def _vm_section(vm: VmPlan) -> list[str]:
+    move = vm.move.value
+    if vm.stranded:
+        head = f"STRANDED  {vm.vm}: no host can take it ({move})"
+    else:
+        head = f"OK        {vm.vm}: {', '.join(vm.safe)} ({move})"
+    lines = [head]
+    if vm.stranded and vm.cold_only:
+        lines.append(f"  after a shutdown (cold move) it could start on: {', '.join(vm.cold_only)}")
+    elif vm.cold_only:
+        lines.append(f"  cold move only: {', '.join(vm.cold_only)}")
+    if vm.policy_mode != "enforce":
+        lines.append(f"  policy mode {vm.policy_mode}: the hook would not stop a move to a host that lacks features")
+    for candidate in vm.candidates:
+        verdict = candidate.verdict(vm.move)
+        if is_safe(verdict):
+            continue
+        count = len(verdict.missing)
+        summary = f"lacks {_plural(count, 'feature')}" if count else "rejected"
+        lines.append(f"  {candidate.host}: {summary}")
+        lines.extend(_rejection(verdict, "      "))
+    for note in vm.notes:
+        lines.append(f"  note: {note}")
+    return lines
+
+
+def render_evacuation_text(plan: EvacuationPlan) -> str:
+    stranded = plan.stranded
+    lines = [
+        f"Evacuating {plan.host} ({plan.move.value} moves) to {', '.join(plan.targets) or 'no other host'}: "
+        f"{_plural(len(plan.vms), 'VM')}, {len(stranded)} stranded"
+    ]
+    if stranded:
+        lines.append(f"  no safe target: {', '.join(v.vm for v in stranded)}")
+    for vm in plan.vms:
+        lines.append("")
+        lines.extend(_vm_section(vm))
+    _problems(plan.problems, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _mark(matrix: Matrix, row: int, column: int) -> str:
+    vm = matrix.vms[row]
+    host = matrix.hosts[column]
+    if host == vm.host:
+        return "(here)"
+    if matrix.cell(vm, column, Move.LIVE).ok:
+        return "ok"
+    if matrix.cell(vm, column, Move.COLD).ok:
+        return "cold"
+    return "no"
+
+
+def render_matrix_text(matrix: Matrix) -> str:
+    stranded = matrix.stranded
+    lines = [
+        f"VM x host matrix: {_plural(len(matrix.vms), 'VM')}, {_plural(len(matrix.hosts), 'host')}, "
+        f"{len(stranded)} with no host to move to live"
+    ]
+    if len(matrix.hosts) <= GRID_MAX_HOSTS:
+        width = max([len(v.name) for v in matrix.vms] + [2])
+        columns = [max(len(h), 6) for h in matrix.hosts]
+        lines.append("")
+        lines.append(" " * width + "  " + "  ".join(h.ljust(w) for h, w in zip(matrix.hosts, columns, strict=True)))
+        for row, vm in enumerate(matrix.vms):
+            marks = [_mark(matrix, row, c).ljust(w) for c, w in enumerate(columns)]
+            lines.append(f"{vm.name.ljust(width)}  {'  '.join(marks)}".rstrip())
+        lines.append("")
+        lines.append("ok: live move possible; cold: only after a shutdown; no: neither; (here): where it runs now")
+        details = []
+        for vm in matrix.vms:
+            for column, host in enumerate(matrix.hosts):
+                cell = matrix.cell(vm, column, Move.LIVE)
+                if host == vm.host or cell.ok:
+                    continue
+                reasons = list(cell.problems)
+                if cell.missing:
+                    reasons.append(f"missing {', '.join(cell.missing)}")
+                if cell.forbidden:
+                    reasons.append(f"has forbidden {', '.join(cell.forbidden)}")
+                details.append(f"  {vm.name} -> {host}: {'; '.join(reasons)}")
+        if details:
+            lines.append("")
+            lines.append("Why not (live):")
+            lines.extend(details)
+    else:
+        lines.append("")
+        for vm in matrix.vms:
+            flag = "  STRANDED" if vm.live_targets == 0 else ""
+            lines.append(f"{vm.name} on {vm.host or '?'}: {vm.live_targets} live, {vm.cold_targets} cold targets{flag}")
+    _problems(matrix.problems, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _x(text: str) -> str:
+    return escape(text, {"'": "&apos;"})
+
+
+def baseline_xml(baseline: Baseline) -> str:
+    """The ``<cpu>`` element to paste into a domain definition."""
+    lines = ["<cpu mode='custom' match='exact' check='partial'>"]
+    if baseline.model:
+        lines.append(f"  <model fallback='forbid'>{_x(baseline.model)}</model>")
+    if baseline.vendor:
+        lines.append(f"  <vendor>{_x(baseline.vendor)}</vendor>")
+    lines.extend(f"  <feature policy='require' name='{_x(name)}'/>" for name in baseline.extra_libvirt)
+    lines.extend(f"  <feature policy='disable' name='{_x(name)}'/>" for name in baseline.disabled_libvirt)
+    lines.append("</cpu>")
+    return "\n".join(lines) + "\n"
+
+
+def render_baseline_text(baseline: Baseline) -> str:
+    lines = [f"Baseline of {_plural(len(baseline.hosts), 'host')}: {', '.join(baseline.hosts)}"]
+    lines.append(f"  level: {baseline.level or 'below x86-64-v1'}")
+    model = baseline.model or "none"
+    extras = []
+    if baseline.extra:
+        extras.append(f"+ {', '.join(baseline.extra)}")
+    if baseline.disabled:
+        extras.append(f"- {', '.join(baseline.disabled)}")
+    lines.append(f"  libvirt model: {model}{' ' + ' '.join(extras) if extras else ''}")
+    lines.append(f"  vendor: {baseline.vendor or ' / '.join(baseline.vendors) or 'unknown'}")
+    lines.append(f"  {len(baseline.guest_features)} features a guest can be given and keep across live moves")
+    if baseline.held_back:
+        lines.append("  held back by (hosts lacking features the others have):")
+        for hosts, features in baseline.held_back:
+            lines.append(f"    {', '.join(hosts)}: {', '.join(features)}")
+    for note in baseline.notes:
+        lines.append(f"  note: {note}")
+    lines.append("")
+    lines.append("Guest CPU definition (domain XML):")
+    lines.append(baseline_xml(baseline).rstrip("\n"))
+    _problems(baseline.problems, lines)
+    return "\n".join(lines) + "\n"

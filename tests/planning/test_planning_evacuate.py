@@ -1,0 +1,148 @@
+"""``cpuguard plan evacuate`` on the example fleet: pure API and command line."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from cpuguard.knowledge import Knowledge
+from cpuguard.planning.load import PlanFleet, load_fleet
+from cpuguard.planning.plan import EXIT_INCOMPLETE, evacuate, exit_code
+from cpuguard.records import Move
+from tests.conftest import EXAMPLE_POLICIES, run_cpuguard
+
+
+@pytest.fixture(scope="module")
+def fleet(knowledge: Knowledge) -> PlanFleet:
+    return load_fleet(EXAMPLE_POLICIES, knowledge)
+
+
+def test_example_fleet_loads_without_problems(fleet: PlanFleet) -> None:
+    assert fleet.problems == ()
+    assert sorted(fleet.hosts) == ["mid-node", "new-node", "old-node"]
+    assert [v.name for v in fleet.vms_on("new-node")] == ["db01", "pbx01"]
+
+
+def test_pbx01_is_stranded_with_missing_features_per_candidate(fleet: PlanFleet, knowledge: Knowledge) -> None:
+    plan = evacuate("new-node", list(fleet.vms.values()), fleet.hosts, knowledge)
+    assert plan.targets == ("mid-node", "old-node")
+    assert [v.vm for v in plan.stranded] == ["pbx01"]
+    pbx01 = plan.vms[0]
+    assert pbx01.vm == "pbx01" and pbx01.stranded
+    assert pbx01.cold_only == ("mid-node",)  # its workload alone would fit after a restart
+    missing = {c.host: {m.feature for m in c.live.missing} for c in pbx01.candidates}
+    # Skylake-SP's AVX-512 is what the running guest has seen since boot
+    assert {"avx512f", "avx512bw", "avx512vl", "clwb"} <= missing["mid-node"]
+    assert "avx2" not in missing["mid-node"]
+    assert {"avx2", "bmi2", "avx512f", "sse4_2"} - {"sse4_2"} <= missing["old-node"]
+    origins = {o.kind for c in pbx01.candidates for m in c.live.missing for o in m.origins}
+    assert origins == {"policy", "live"}
+
+
+def test_other_vms_get_targets(fleet: PlanFleet, knowledge: Knowledge) -> None:
+    plan = evacuate("new-node", list(fleet.vms.values()), fleet.hosts, knowledge)
+    db01 = next(v for v in plan.vms if v.vm == "db01")
+    assert db01.safe == ("mid-node",)
+    assert not db01.stranded
+    old = evacuate("old-node", list(fleet.vms.values()), fleet.hosts, knowledge)
+    assert [(v.vm, v.safe) for v in old.vms] == [("ci01", ("mid-node", "new-node"))]
+    assert exit_code(bool(old.stranded), old.complete) == 0
+
+
+def test_cold_rule_gives_pbx01_a_target(fleet: PlanFleet, knowledge: Knowledge) -> None:
+    plan = evacuate("new-node", list(fleet.vms.values()), fleet.hosts, knowledge, move=Move.COLD)
+    assert plan.stranded == ()
+    assert next(v for v in plan.vms if v.vm == "pbx01").safe == ("mid-node",)
+
+
+def test_exit_codes() -> None:
+    assert exit_code(stranded=False, complete=True) == 0
+    assert exit_code(stranded=True, complete=True) == 1
+    assert exit_code(stranded=True, complete=False) == EXIT_INCOMPLETE == 2
+
+
+def test_cli_text_report() -> None:
+    result = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES))
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:5] == [
+        "Evacuating new-node (live moves) to mid-node, old-node: 2 VMs, 1 stranded",
+        "  no safe target: pbx01",
+        "",
+        "STRANDED  pbx01: no host can take it (live)",
+        "  after a shutdown (cold move) it could start on: mid-node",
+    ]
+    assert "  mid-node: lacks 20 features" in lines
+    assert "          <- the running guest sees it now (host-passthrough on new-node)" in lines
+    assert "OK        db01: mid-node (live)" in lines
+    assert result.stderr == ""
+
+
+def test_cli_json_report() -> None:
+    result = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES), "--format", "json")
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data["kind"] == "evacuation" and data["complete"] is True
+    assert data["stranded"] == ["pbx01"]
+    pbx01 = data["vms"][0]
+    assert pbx01["vm"] == "pbx01" and pbx01["safe_targets"] == [] and pbx01["cold_only_targets"] == ["mid-node"]
+    mid = next(c for c in pbx01["candidates"] if c["host"] == "mid-node")
+    assert mid["live"]["outcome"] == "block" and mid["cold"]["outcome"] == "allow"
+    assert "avx512f" in [m["feature"] for m in mid["live"]["missing"]]
+
+
+def test_cli_junit_report_one_case_per_vm(tmp_path: Path) -> None:
+    report = tmp_path / "evacuate.xml"
+    result = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES), "--report", str(report))
+    assert result.returncode == 1
+    root = ET.fromstring(report.read_text(encoding="utf-8"))
+    assert root.tag == "testsuites" and root.get("tests") == "2" and root.get("failures") == "1"
+    cases = {c.get("name"): c for c in root.iter("testcase")}
+    assert sorted(cases) == ["db01", "pbx01"]
+    failure = cases["pbx01"].find("failure")
+    assert failure is not None and failure.get("message") == "no safe target for pbx01 (live move)"
+    assert "mid-node:" in (failure.text or "") and "missing " in (failure.text or "")
+    assert cases["db01"].find("failure") is None
+
+
+def test_cli_reports_by_suffix(tmp_path: Path) -> None:
+    json_report, text_report = tmp_path / "plan.json", tmp_path / "plan.txt"
+    result = run_cpuguard(
+        "plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES),
+        "--report", str(json_report), "--report", str(text_report), "--format", "junit",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert json.loads(json_report.read_text())["kind"] == "evacuation"
+    assert text_report.read_text().startswith("Evacuating new-node")
+    assert result.stdout.startswith("<?xml")
+    bad = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES), "--report", "x.pdf")
+    assert bad.returncode == 2 and "cannot tell the report format" in bad.stderr
+
+
+def test_cli_hypothetical_target_and_cold() -> None:
+    # "what if we bought Ice Lake servers" (libvirt model): pbx01 would have somewhere to go
+    result = run_cpuguard(
+        "plan",
+        "evacuate",
+        "new-node",
+        "--policies",
+        str(EXAMPLE_POLICIES),
+        "--targets",
+        "mid-node,model:Icelake-Server",
+    )
+    assert result.returncode == 0, result.stdout
+    assert "OK        pbx01: model:Icelake-Server (live)" in result.stdout
+    cold = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES), "--cold")
+    assert cold.returncode == 0
+    assert "OK        pbx01: mid-node (cold)" in cold.stdout
+
+
+def test_cli_unknown_host_is_one_line() -> None:
+    result = run_cpuguard("plan", "evacuate", "new-nod", "--policies", str(EXAMPLE_POLICIES))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().endswith("unknown host 'new-nod' (did you mean new-node?)")
+    assert len(result.stderr.strip().splitlines()) == 1
