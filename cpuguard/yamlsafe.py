@@ -12,6 +12,12 @@ from cpuguard.xmlsafe import read_bytes
 
 MAX_YAML_BYTES = 4 * 1024 * 1024
 
+#: Most values (scalars, lists, mappings) a document may hold once its aliases are expanded.
+#: Aliases share nodes, so a 1 KiB file of nested ``*anchor`` lists can stand for billions of
+#: values that validation and error messages would walk (YAML's "billion laughs"). Real
+#: policies hold a few thousand values.
+MAX_YAML_VALUES = 1_000_000
+
 
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate mapping keys (YAML 1.2 forbids them;
@@ -36,6 +42,40 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
+def _expanded_size(root: yaml.Node, where: str | Path) -> int:
+    """Count the values of ``root`` with every alias expanded, refusing cycles and bombs.
+
+    Iterative (deep documents must not exhaust Python's stack) and memoised by node, so
+    shared subtrees are counted without being walked again.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.ScalarNode):
+            sizes[key] = 1
+            continue
+        children: list[yaml.Node] = (
+            [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else node.value
+        )
+        if children_done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > MAX_YAML_VALUES:
+                raise BadInput(where, f"YAML aliases expand to more than {MAX_YAML_VALUES:,} values, refusing it")
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise BadInput(where, "invalid YAML: an alias refers to a node that contains it")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
 def parse_yaml(text: str | bytes, where: str | Path) -> Any:
     if isinstance(text, bytes):
         if b"\x00" in text:
@@ -44,8 +84,14 @@ def parse_yaml(text: str | bytes, where: str | Path) -> Any:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BadInput(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    loader: _StrictLoader | None = None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        loader = _StrictLoader(text)  # refuses unprintable characters already
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, where)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         position = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -58,6 +104,9 @@ def parse_yaml(text: str | bytes, where: str | Path) -> Any:
         # PyYAML's constructors call int() and datetime() unguarded: an integer of 5,000 digits
         # or a date like 2024-13-45 raises these instead of a YAMLError.
         raise BadInput(where, f"invalid YAML value: {exc}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml(path: Path) -> Any:

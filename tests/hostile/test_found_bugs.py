@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from cpuguard.errors import BadInput
 from cpuguard.hosts.snapshot import MAX_SNAPSHOT_BYTES, parse_snapshot
 from cpuguard.hosts.sources import host_from_file
 from cpuguard.knowledge import Knowledge
+from cpuguard.policy import policy_from_data
 from cpuguard.xmlsafe import read_bytes
 from cpuguard.yamlsafe import parse_yaml
 
@@ -81,3 +83,35 @@ def test_yaml_values_python_cannot_build_are_bad_input(text: str, problem: str) 
     with pytest.raises(BadInput) as info:
         parse_yaml(text, "pbx01.yaml")
     assert str(info.value).startswith(f"pbx01.yaml: {problem}")
+
+
+def _alias_lattice(width: int) -> str:
+    """A policy whose aliases make ``width ** 3`` examples out of ``3 * width`` lines."""
+    examples = ", ".join(["a"] * width)
+    text = "vm: pbx01\nbinaries:\n- &bin\n  path: /x\n  required:\n"
+    text += f"  - &item {{feature: avx2, examples: [{examples}]}}\n"
+    return text + "  - *item\n" * (width - 1) + "- *bin\n" * (width - 1)
+
+
+def test_yaml_alias_bomb_is_refused_quickly(knowledge: Knowledge) -> None:
+    # Before: 3 KiB of aliases (width 150: 3.4 million examples) kept validation busy for
+    # about 4 s; width 1,000 (20 KiB, a billion examples) for some 20 minutes and more memory
+    # than the machine has -- a hang in the libvirt hook.
+    text = _alias_lattice(150)
+    assert len(text) < 4096
+    started = time.monotonic()
+    with pytest.raises(BadInput, match=r"^pbx01\.yaml: YAML aliases expand to more than 1,000,000 values"):
+        parse_yaml(text, "pbx01.yaml")
+    assert time.monotonic() - started < 2
+
+
+def test_yaml_aliases_within_the_cap_still_work(knowledge: Knowledge) -> None:
+    policy = policy_from_data(parse_yaml(_alias_lattice(20), "pbx01.yaml"), "pbx01.yaml", knowledge)
+    assert len(policy.binaries) == 20 and all(len(b.required) == 20 for b in policy.binaries)
+
+
+@pytest.mark.parametrize("text", ["vm: pbx01\nmode: &a [*a]\n", "vm: pbx01\nrequires: &r {features: [], x: *r}\n"])
+def test_recursive_yaml_alias_is_refused(text: str) -> None:
+    # Before: the recursive list reached the schema check, which printed it as [[...]].
+    with pytest.raises(BadInput, match=r"^pbx01\.yaml: invalid YAML: an alias refers to a node that contains it$"):
+        parse_yaml(text, "pbx01.yaml")
