@@ -11,6 +11,7 @@ minimum.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,10 @@ def _where(path: tuple[str | int, ...]) -> str:
 
 def validate(value: Any, schema: Mapping[str, Any], where: str | Path, path: tuple[str | int, ...] = ()) -> None:
     """Raise BadInput naming the file, the key path and the problem."""
+    if isinstance(value, float) and not math.isfinite(value):
+        # YAML has .nan and .inf, JSON Schema's numbers do not: NaN passes every "minimum" check
+        # and an infinite deadline_seconds would let the hook wait forever.
+        raise BadInput(where, f"{_where(path)}: expected a finite number, got {value}")
     expected = schema.get("type")
     if expected is not None:
         names = expected if isinstance(expected, list) else [expected]

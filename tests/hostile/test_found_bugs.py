@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cpuguard.config import config_from_data
 from cpuguard.errors import BadInput
 from cpuguard.hosts.snapshot import MAX_SNAPSHOT_BYTES, parse_snapshot
 from cpuguard.hosts.sources import host_from_file
@@ -115,3 +116,11 @@ def test_recursive_yaml_alias_is_refused(text: str) -> None:
     # Before: the recursive list reached the schema check, which printed it as [[...]].
     with pytest.raises(BadInput, match=r"^pbx01\.yaml: invalid YAML: an alias refers to a node that contains it$"):
         parse_yaml(text, "pbx01.yaml")
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
+def test_config_numbers_must_be_finite(value: str) -> None:
+    # Before: deadline_seconds: .nan passed "minimum: 0.1" (every comparison with NaN is false)
+    # and .inf was accepted as a deadline that never comes.
+    with pytest.raises(BadInput, match=r"^config\.yaml: deadline_seconds: expected a finite number, got "):
+        config_from_data(parse_yaml(f"deadline_seconds: {value}\n", "config.yaml"), Path("config.yaml"))
