@@ -1,0 +1,78 @@
+"""The bitset matrix agrees with the core decision on every cell of random fleets."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from cpuguard.knowledge import Knowledge
+from cpuguard.planning.matrix import compute_matrix
+from cpuguard.records import Move
+from cpuguard.requirements import build_requirements
+from cpuguard.verdict import accepts, decide
+from tests.conftest import EXAMPLE_POLICIES, run_cpuguard
+from tests.planning.randomfleet import random_hosts, random_vms
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bitset_matrix_agrees_with_decide(seed: int, knowledge: Knowledge) -> None:
+    rng = random.Random(seed)
+    hosts = random_hosts(rng, knowledge, rng.randint(1, 25))
+    vms = random_vms(rng, knowledge, hosts, rng.randint(1, 60))
+    matrix = compute_matrix(vms, hosts, knowledge)
+    rows = {row.name: row for row in matrix.vms}
+    assert list(rows) == sorted(v.name for v in vms)
+    checked = 0
+    for vm in vms:
+        row = rows[vm.name]
+        source = hosts.get(vm.host) if vm.host else None
+        for move in (Move.LIVE, Move.COLD):
+            req = build_requirements(vm.name, vm.domain, vm.policy, move, knowledge, source_host=source)
+            accepted = []
+            for column, name in enumerate(matrix.hosts):
+                verdict = decide(req, hosts[name])
+                cell = matrix.cell(row, column, move)
+                assert cell.ok == accepts(req, hosts[name]), (vm, name, move)
+                assert cell.missing == tuple(m.feature for m in verdict.missing)
+                assert cell.forbidden == tuple(m.feature for m in verdict.forbidden_present)
+                assert cell.problems == verdict.problems
+                if cell.ok and name != vm.host:
+                    accepted.append(name)
+                checked += 1
+            assert matrix.targets(row, move) == tuple(accepted)
+            assert row.targets(move) == len(accepted)
+            assert row.mode == (vm.policy.mode if vm.policy else "enforce")
+    assert checked == 2 * len(vms) * len(hosts)
+    assert len(matrix.host_classes) <= len(hosts)
+
+
+def test_example_matrix_cli() -> None:
+    result = run_cpuguard("plan", "matrix", "--policies", str(EXAMPLE_POLICIES))
+    assert result.returncode == 1  # pbx01 has no host to move to live
+    lines = result.stdout.splitlines()
+    assert lines[0] == "VM x host matrix: 4 VMs, 3 hosts, 1 with no host to move to live"
+    assert lines[2:7] == [
+        "       mid-node  new-node  old-node",
+        "ci01   ok        ok        (here)",
+        "db01   ok        (here)    no",
+        "pbx01  cold      (here)    no",
+        "web01  (here)    ok        ok",
+    ]
+    assert any(line.startswith("  pbx01 -> mid-node: missing 3dnowprefetch, adx,") for line in lines)
+
+
+def test_example_matrix_json_by_classes() -> None:
+    result = run_cpuguard("plan", "matrix", "--policies", str(EXAMPLE_POLICIES), "--format", "json")
+    data = json.loads(result.stdout)
+    assert data["kind"] == "matrix" and data["stranded"] == ["pbx01"]
+    hosts = {h["name"]: h for h in data["hosts"]}
+    classes = {c["id"]: c for c in data["need_classes"]}
+    pbx01 = next(v for v in data["vms"] if v["name"] == "pbx01")
+    live = classes[pbx01["live_class"]]
+    assert live["move"] == "live" and live["level"] == "x86-64-v4"
+    assert live["accepting_host_classes"] == [hosts["new-node"]["class"]]
+    mid = next(r for r in live["rejected_by"] if r["host_class"] == hosts["mid-node"]["class"])
+    assert "avx512f" in mid["missing"]
+    assert pbx01["live_targets"] == 0 and pbx01["cold_targets"] == 1
