@@ -6,11 +6,13 @@ fail for lack of a feature. The answer is phrased the way libvirt wants it in
 a domain definition: a named model from libvirt's cpu_map plus features to
 require or disable on top of it.
 
-The model is chosen the way libvirt's own ``virsh cpu-baseline`` chooses
-(``x86Decode`` in libvirt's src/cpu/cpu_x86.c): among the models of the
-hosts' vendor, the one that needs the fewest extra ``<feature>`` elements.
+The model is chosen by the rule libvirt's ``virsh cpu-baseline`` applies
+first (``x86Decode`` in libvirt's src/cpu/cpu_x86.c): among the models of the
+hosts' vendor, the one that needs the fewest ``<feature>`` elements on top.
 Ties go to the model with more features, then to the name, so the result does
-not depend on the order of cpu_map's files.
+not depend on the order of cpu_map's files. libvirt also weighs the CPUs'
+family/model signature, so its model name can differ; the feature set a guest
+gets is the same (the tests check both against ``virsh cpu-baseline``).
 """
 
 from __future__ import annotations

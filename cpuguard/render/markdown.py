@@ -1,0 +1,104 @@
+"""Markdown for tickets, merge requests and CI job summaries (GitHub's
+``$GITHUB_STEP_SUMMARY``, GitLab notes): GitHub-flavoured tables."""
+
+from __future__ import annotations
+
+from cpuguard.planning.matrix import Matrix
+from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, is_safe
+from cpuguard.records import Move
+from cpuguard.render.plan_text import GRID_MAX_HOSTS, baseline_xml
+
+
+def _cell(text: str) -> str:
+    """Table cell text: pipes escaped, no line breaks."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _problems(problems: tuple[Problem, ...]) -> list[str]:
+    if not problems:
+        return []
+    return ["", "### Incomplete: items that could not be read", ""] + [f"- {_cell(p.describe())}" for p in problems]
+
+
+def render_evacuation_markdown(plan: EvacuationPlan) -> str:
+    stranded = plan.stranded
+    lines = [f"## Evacuating `{plan.host}` ({plan.move.value} moves)", ""]
+    if stranded:
+        names = ", ".join(f"`{v.vm}`" for v in stranded)
+        lines.append(f"**{len(stranded)} of {len(plan.vms)} VMs have no safe target:** {names}")
+    else:
+        lines.append(f"Every one of {len(plan.vms)} VMs has a safe target.")
+    lines += ["", "| VM | Safe targets | Cold move only | Why not |", "| --- | --- | --- | --- |"]
+    for vm in plan.vms:
+        reasons = []
+        for candidate in vm.candidates:
+            verdict = candidate.verdict(vm.move)
+            if is_safe(verdict):
+                continue
+            why = list(verdict.problems)
+            if verdict.missing:
+                why.append("missing " + ", ".join(m.feature for m in verdict.missing))
+            if verdict.forbidden_present:
+                why.append("has forbidden " + ", ".join(m.feature for m in verdict.forbidden_present))
+            reasons.append(f"{candidate.host}: {'; '.join(why)}")
+        safe = ", ".join(vm.safe) or "**none**"
+        lines.append(
+            f"| `{_cell(vm.vm)}` | {_cell(safe)} | {_cell(', '.join(vm.cold_only) or '-')} "
+            f"| {'<br>'.join(_cell(r) for r in reasons) or '-'} |"
+        )
+    lines += _problems(plan.problems)
+    return "\n".join(lines) + "\n"
+
+
+def render_matrix_markdown(matrix: Matrix) -> str:
+    lines = [f"## VM × host matrix: {len(matrix.vms)} VMs, {len(matrix.hosts)} hosts", ""]
+    stranded = matrix.stranded
+    if stranded:
+        lines.append(f"**No host to move to live:** {', '.join(f'`{v.name}`' for v in stranded)}")
+        lines.append("")
+    if len(matrix.hosts) <= GRID_MAX_HOSTS:
+        lines.append("| VM | " + " | ".join(f"`{_cell(h)}`" for h in matrix.hosts) + " |")
+        lines.append("| --- |" + " --- |" * len(matrix.hosts))
+        for vm in matrix.vms:
+            marks = []
+            for column, host in enumerate(matrix.hosts):
+                if host == vm.host:
+                    marks.append("here")
+                elif matrix.cell(vm, column, Move.LIVE).ok:
+                    marks.append("ok")
+                elif matrix.cell(vm, column, Move.COLD).ok:
+                    marks.append("cold")
+                else:
+                    marks.append("**no**")
+            lines.append(f"| `{_cell(vm.name)}` | " + " | ".join(marks) + " |")
+        lines += ["", "ok: live move; cold: after a shutdown only; **no**: neither; here: runs there now"]
+    else:
+        lines += ["| VM | Host | Live targets | Cold targets |", "| --- | --- | --- | --- |"]
+        for vm in matrix.vms:
+            lines.append(f"| `{_cell(vm.name)}` | {_cell(vm.host or '?')} | {vm.live_targets} | {vm.cold_targets} |")
+    lines += _problems(matrix.problems)
+    return "\n".join(lines) + "\n"
+
+
+def render_baseline_markdown(baseline: Baseline) -> str:
+    extras = [f"+ {', '.join(baseline.extra)}"] if baseline.extra else []
+    extras += [f"- {', '.join(baseline.disabled)}"] if baseline.disabled else []
+    lines = [
+        f"## Cluster baseline of {len(baseline.hosts)} hosts",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| Hosts | {_cell(', '.join(baseline.hosts))} |",
+        f"| x86-64 level | {baseline.level or 'below x86-64-v1'} |",
+        f"| libvirt model | {_cell(' '.join([baseline.model or 'none', *extras]))} |",
+        f"| Vendor | {_cell(baseline.vendor or ' / '.join(baseline.vendors) or 'unknown')} |",
+        "",
+        "```xml",
+        baseline_xml(baseline).rstrip("\n"),
+        "```",
+    ]
+    if baseline.held_back:
+        lines += ["", "| Hosts lacking | Features the others have |", "| --- | --- |"]
+        lines += [f"| {_cell(', '.join(h))} | {_cell(', '.join(f))} |" for h, f in baseline.held_back]
+    lines += _problems(baseline.problems)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,69 @@
+"""The HTML reports, rendered in a real headless Chromium: DOM and screenshot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import EXAMPLE_POLICIES, run_cpuguard
+from tests.planning.chromium import DomIndex, colour_count, dump_dom, png_pixels, screenshot
+
+RED, GREEN, AMBER = (0xF6, 0xB8, 0xB8), (0xC9, 0xEF, 0xC9), (0xFB, 0xE3, 0xA6)
+
+
+def _report(tmp_path: Path, *args: str) -> Path:
+    page = tmp_path / "report.html"
+    result = run_cpuguard(*args, "--policies", str(EXAMPLE_POLICIES), "--report", str(page), "--format", "json")
+    assert result.returncode in (0, 1), result.stderr
+    return page
+
+
+def test_matrix_report_renders_with_colours_and_reasons(tmp_path: Path) -> None:
+    page = _report(tmp_path, "plan", "matrix")
+    html = page.read_text(encoding="utf-8")
+    assert "<script" not in html and "http" not in html.split("<body>")[1]  # self-contained
+    dom = DomIndex(dump_dom(page))
+    assert "1 of 4 VMs have no host to move to live: pbx01" in dom.find("p", id="summary")[0].text
+    cells = {(c.attrs["data-vm"], c.attrs["data-host"]): c for c in dom.find("td") if "data-vm" in c.attrs}
+    assert len(cells) == 12
+    mid = cells[("pbx01", "mid-node")]
+    assert mid.attrs["class"] == "cold" and mid.attrs["data-live"] == "no" and mid.attrs["data-cold"] == "ok"
+    assert "avx512f" in mid.text and mid.text.startswith("cold")
+    assert cells[("pbx01", "old-node")].attrs["class"] == "no"
+    assert cells[("pbx01", "new-node")].attrs["class"] == "here"
+    assert cells[("web01", "old-node")].attrs["class"] == "ok"
+
+    png = screenshot(page, tmp_path / "matrix.png")
+    width, height, _rows = png_pixels(png)
+    assert (width, height) == (1200, 900)
+    # the colours the CSS gives the cells really reach the screen
+    assert colour_count(png, RED) > 2000
+    assert colour_count(png, GREEN) > 2000
+    assert colour_count(png, AMBER) > 2000
+
+
+def test_evacuation_report_renders(tmp_path: Path) -> None:
+    page = _report(tmp_path, "plan", "evacuate", "new-node")
+    dom = DomIndex(dump_dom(page))
+    assert dom.find("h1")[0].text == "Evacuating new-node"
+    assert "1 of 2 VMs have no safe target: pbx01" in dom.find("p", id="summary")[0].text
+    heading = dom.find("h2", data_vm="pbx01")[0]
+    assert heading.attrs["data-stranded"] == "true"
+    rows = dom.find("tr", data_vm="pbx01")
+    assert [(r.attrs["data-host"], r.attrs["data-live"], r.attrs["data-cold"]) for r in rows] == [
+        ("mid-node", "no", "ok"),
+        ("old-node", "no", "no"),
+    ]
+    assert "the running guest sees it now (host-passthrough on new-node)" in rows[0].text
+    assert dom.find("h2", data_vm="db01")[0].attrs["data-stranded"] == "false"
+    png = screenshot(page, tmp_path / "evacuate.png")
+    assert colour_count(png, RED) > 1000
+
+
+def test_baseline_report_renders(tmp_path: Path) -> None:
+    page = _report(tmp_path, "baseline")
+    dom = DomIndex(dump_dom(page))
+    cpu = dom.find("pre", id="cpu-xml")[0].text
+    assert "<model fallback='forbid'>Westmere-IBRS</model>" in cpu
+    assert "<feature policy='require' name='pclmuldq'/>" in cpu
+    table = dom.find("table", id="baseline")[0].text
+    assert "x86-64-v2" in table and "Westmere-IBRS + pclmulqdq" in table

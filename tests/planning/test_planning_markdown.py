@@ -1,0 +1,34 @@
+"""Markdown reports: what a CI job summary or a ticket shows."""
+
+from __future__ import annotations
+
+from tests.conftest import EXAMPLE_POLICIES, run_cpuguard
+
+
+def test_evacuation_markdown() -> None:
+    result = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES), "--format", "markdown")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[:6] == [
+        "## Evacuating `new-node` (live moves)",
+        "",
+        "**1 of 2 VMs have no safe target:** `pbx01`",
+        "",
+        "| VM | Safe targets | Cold move only | Why not |",
+        "| --- | --- | --- | --- |",
+    ]
+    assert lines[6].startswith("| `pbx01` | **none** | mid-node | mid-node: missing 3dnowprefetch, adx,")
+    assert "<br>old-node: missing " in lines[6]
+    assert lines[7].startswith("| `db01` | mid-node | - | old-node: missing abm, avx,")
+
+
+def test_matrix_markdown() -> None:
+    result = run_cpuguard("plan", "matrix", "--policies", str(EXAMPLE_POLICIES), "--format", "markdown")
+    assert "| `pbx01` | cold | here | **no** |" in result.stdout.splitlines()
+
+
+def test_baseline_markdown_has_the_cpu_snippet() -> None:
+    result = run_cpuguard("baseline", "--policies", str(EXAMPLE_POLICIES), "--format", "markdown")
+    assert result.returncode == 0
+    assert "```xml\n<cpu mode='custom' match='exact' check='partial'>\n" in result.stdout
+    assert "| libvirt model | Westmere-IBRS + pclmulqdq |" in result.stdout
