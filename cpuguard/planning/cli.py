@@ -259,4 +259,39 @@ def baseline_cmd(
     raise SystemExit(2 if problems else 0)
 
 
-COMMANDS: list[click.Command] = [plan, baseline_cmd]
+@click.command("metrics")
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    help="Write here atomically (e.g. node_exporter's textfile directory, "
+    "/var/lib/prometheus/node-exporter/cpuguard.prom) instead of standard output.",
+)  # fmt: skip
+@click.option("--policies", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--inventory", type=click.Path(path_type=Path), default=None)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+def metrics_cmd(output: Path | None, policies: Path | None, inventory: Path | None, timeout: float) -> None:
+    """Prometheus text-format figures: per VM the hosts that could take it live and
+    cold, per host its x86-64 level and the age of its facts.
+
+    Exit 0 when written, even if a VM is stranded or an item is unreadable
+    (cpuguard_vms_stranded and cpuguard_plan_problems say so; alert on them).
+    """
+    from datetime import UTC, datetime
+
+    from cpuguard.hosts.snapshot import write_atomically
+    from cpuguard.knowledge import load_knowledge
+    from cpuguard.planning.load import facts_dates
+    from cpuguard.planning.matrix import compute_matrix
+    from cpuguard.planning.metrics import fleet_figures
+    from cpuguard.render.plan_metrics import render_metrics
+
+    fleet = _load(policies, inventory, timeout)
+    matrix = compute_matrix(list(fleet.vms.values()), fleet.hosts, load_knowledge(), problems=fleet.problems)
+    figures = fleet_figures(matrix, list(fleet.host_entries), facts_dates(fleet), datetime.now(UTC))
+    text = render_metrics(figures)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomically(output, text)
+
+
+COMMANDS: list[click.Command] = [plan, baseline_cmd, metrics_cmd]

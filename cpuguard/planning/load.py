@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,16 @@ def load_fleet(
 def _unreadable(problems: list[Problem]) -> set[str]:
     """Hosts named by an invalid inventory entry: their VMs are not 'on an unknown host'."""
     return {p.name for p in problems if p.kind == "host"}
+
+
+def facts_dates(fleet: PlanFleet) -> dict[str, datetime | None]:
+    """When each readable host's facts were taken: the snapshot's own date, else
+    the modification time of the facts file, else None (live or synthetic facts)."""
+    result: dict[str, datetime | None] = {}
+    for name, facts in fleet.hosts.items():
+        when = facts.captured_at
+        entry = fleet.host_entries.get(name)
+        if when is None and entry is not None and not is_uri(entry.source) and Path(entry.source).is_file():
+            when = datetime.fromtimestamp(Path(entry.source).stat().st_mtime, UTC)
+        result[name] = when
+    return result
