@@ -36,7 +36,7 @@ def parse_xml(text: str | bytes, where: str | Path | None, *, root: str | tuple[
         raise BadInput(where, f"refusing XML with DTD or entity declarations ({type(exc).__name__})") from None
     except ET.ParseError as exc:
         raise BadInput(where, f"malformed XML: {exc}") from None
-    except (ValueError, UnicodeError) as exc:
+    except (ValueError, UnicodeError, LookupError) as exc:  # LookupError: an unknown encoding= declaration
         raise BadInput(where, f"malformed XML: {exc}") from None
     roots = (root,) if isinstance(root, str) else root
     if roots and element.tag not in roots:

@@ -18,7 +18,7 @@ from cpuguard.hosts.snapshot import MAX_SNAPSHOT_BYTES, parse_snapshot
 from cpuguard.hosts.sources import host_from_file
 from cpuguard.knowledge import Knowledge
 from cpuguard.policy import policy_from_data
-from cpuguard.xmlsafe import read_bytes
+from cpuguard.xmlsafe import parse_xml, read_bytes
 from cpuguard.yamlsafe import parse_yaml
 
 
@@ -124,3 +124,9 @@ def test_config_numbers_must_be_finite(value: str) -> None:
     # and .inf was accepted as a deadline that never comes.
     with pytest.raises(BadInput, match=r"^config\.yaml: deadline_seconds: expected a finite number, got "):
         config_from_data(parse_yaml(f"deadline_seconds: {value}\n", "config.yaml"), Path("config.yaml"))
+
+
+def test_unknown_xml_encoding_is_bad_input() -> None:
+    # Before: expat asked Python for the codec and LookupError escaped as an internal error.
+    with pytest.raises(BadInput, match=r"^d\.xml: malformed XML: unknown encoding: x-klingon$"):
+        parse_xml(b"<?xml version='1.0' encoding='x-klingon'?><domain/>", "d.xml")
