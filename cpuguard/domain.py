@@ -23,14 +23,20 @@ def parse_domain(text: str | bytes, where: str | Path, knowledge: Knowledge) -> 
         raise BadInput(where, "domain XML has no <name>")
     os_type = root.find("os/type")
     arch = (os_type.get("arch") if os_type is not None else None) or "x86_64"
-    cpu_el = root.find("cpu")
+    cpus = root.findall("cpu")
+    if len(cpus) > 1:  # libvirt's schema allows one; which one counts would be a guess
+        raise BadInput(where, "more than one <cpu> element in the domain XML")
+    cpu_el = cpus[0] if cpus else None
     if cpu_el is None:
         cpu = GuestCpu(mode="custom", model=DEFAULT_MODEL)
         return Domain(name, arch, root.get("type", ""), cpu, str(where))
     mode = cpu_el.get("mode", "custom")
     if mode not in CPU_MODES:
         raise BadInput(where, f"unknown <cpu mode={mode!r}> (expected one of {', '.join(CPU_MODES)})")
-    model_el = cpu_el.find("model")
+    models = cpu_el.findall("model")
+    if len(models) > 1:
+        raise BadInput(where, "more than one <model> in <cpu>")
+    model_el = models[0] if models else None
     model = (model_el.text or "").strip() if model_el is not None else None
     if model and arch == "x86_64":
         knowledge.cpu_map.get(model, where)  # unknown model: clear error now, not a silent empty set

@@ -67,6 +67,8 @@ def parse_capabilities(
     arch = (cpu.findtext("arch") or "").strip()
     if not arch:
         raise BadInput(where, "no <arch> in <host><cpu>")
+    if len(cpu.findall("model")) > 1:
+        raise BadInput(where, "more than one <model> in <host><cpu>")
     model = (cpu.findtext("model") or "").strip() or None
     vendor = (cpu.findtext("vendor") or "").strip()
     flags = _expand(model, cpu.findall("feature"), where, vocabulary, cpu_map) if arch == "x86_64" else frozenset()
@@ -98,12 +100,14 @@ def parse_domcapabilities(
     arch = (root.findtext("arch") or "").strip()
     if not arch:
         raise BadInput(where, "no <arch> in domain capabilities")
-    host_model = None
-    for mode in root.findall("cpu/mode"):
-        if mode.get("name") == "host-model":
-            host_model = mode
+    host_models = [mode for mode in root.findall("cpu/mode") if mode.get("name") == "host-model"]
+    if len(host_models) > 1:  # libvirt writes one; which one counts would be a guess
+        raise BadInput(where, "more than one host-model CPU mode in domain capabilities")
+    host_model = host_models[0] if host_models else None
     if host_model is None or host_model.get("supported") == "no":
         raise BadInput(where, "no supported host-model CPU mode in domain capabilities")
+    if len(host_model.findall("model")) > 1:
+        raise BadInput(where, "more than one <model> in the host-model CPU mode")
     model = (host_model.findtext("model") or "").strip() or None
     vendor = (host_model.findtext("vendor") or "").strip()
     flags = _expand(model, host_model.findall("feature"), where, vocabulary, cpu_map)

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from cpuguard.config import config_from_data
+from cpuguard.domain import parse_domain
 from cpuguard.errors import BadInput
+from cpuguard.hosts.libvirtxml import parse_capabilities
 from cpuguard.hosts.snapshot import MAX_SNAPSHOT_BYTES, parse_snapshot
 from cpuguard.hosts.sources import host_from_file
 from cpuguard.knowledge import Knowledge
@@ -130,3 +132,32 @@ def test_unknown_xml_encoding_is_bad_input() -> None:
     # Before: expat asked Python for the codec and LookupError escaped as an internal error.
     with pytest.raises(BadInput, match=r"^d\.xml: malformed XML: unknown encoding: x-klingon$"):
         parse_xml(b"<?xml version='1.0' encoding='x-klingon'?><domain/>", "d.xml")
+
+
+_DOMAIN = "<domain type='kvm'><name>pbx01</name><os><type arch='x86_64'>hvm</type></os>{cpu}</domain>"
+
+
+@pytest.mark.parametrize(
+    ("cpu", "problem"),
+    [
+        ("<cpu mode='host-passthrough'/><cpu><model>qemu64</model></cpu>", "more than one <cpu> element"),
+        ("<cpu><model>Skylake-Server</model><model>qemu64</model></cpu>", "more than one <model> in <cpu>"),
+    ],
+)
+def test_duplicated_domain_cpu_elements_are_refused(knowledge: Knowledge, cpu: str, problem: str) -> None:
+    # Before: the first <cpu> / <model> silently won; the second could hide a host-passthrough guest.
+    with pytest.raises(BadInput, match=f"^d\\.xml: {problem}"):
+        parse_domain(_DOMAIN.format(cpu=cpu), "d.xml", knowledge)
+
+
+def test_duplicated_capabilities_elements_are_refused(knowledge: Knowledge) -> None:
+    # Before: capabilities used the first <model>, domcapabilities the *last* host-model mode.
+    cpu = "<arch>x86_64</arch><model>Westmere</model><model>EPYC</model>"
+    caps = f"<capabilities><host><cpu>{cpu}</cpu></host></capabilities>"
+    with pytest.raises(BadInput, match=r"^c\.xml: more than one <model> in <host><cpu>$"):
+        parse_capabilities(caps, "c.xml", knowledge.vocabulary, knowledge.cpu_map)
+    mode = "<mode name='host-model' supported='yes'><model>{}</model></mode>"
+    modes = mode.format("Westmere") + mode.format("EPYC")
+    domcaps = f"<domainCapabilities><arch>x86_64</arch><cpu>{modes}</cpu></domainCapabilities>"
+    with pytest.raises(BadInput, match=r"^c\.xml: more than one host-model CPU mode in domain capabilities$"):
+        parse_capabilities(domcaps, "c.xml", knowledge.vocabulary, knowledge.cpu_map)
