@@ -103,11 +103,21 @@ def snapshot_from_dict(raw: Any, where: Path | str, vocabulary: Vocabulary, *, n
     )
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object hook refusing duplicate keys (json keeps the last one silently)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
 def parse_snapshot(data: bytes, where: Path | str, vocabulary: Vocabulary, *, name: str | None = None) -> HostFacts:
     if len(data) > MAX_SNAPSHOT_BYTES:  # read_bytes' cap differs when the file's kind was guessed
         raise BadInput(where, f"snapshot is larger than {MAX_SNAPSHOT_BYTES} bytes, refusing it")
     try:
-        raw = json.loads(data)
+        raw = json.loads(data, object_pairs_hook=_object)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(where, f"not valid JSON: {exc}") from None
     except RecursionError:

@@ -161,3 +161,10 @@ def test_duplicated_capabilities_elements_are_refused(knowledge: Knowledge) -> N
     domcaps = f"<domainCapabilities><arch>x86_64</arch><cpu>{modes}</cpu></domainCapabilities>"
     with pytest.raises(BadInput, match=r"^c\.xml: more than one host-model CPU mode in domain capabilities$"):
         parse_capabilities(domcaps, "c.xml", knowledge.vocabulary, knowledge.cpu_map)
+
+
+def test_duplicate_json_keys_in_a_snapshot_are_refused(knowledge: Knowledge) -> None:
+    # Before: json kept the last "flags" silently; the first list could be the one a reviewer read.
+    data = b'{"cpuguard_snapshot": 1, "arch": "x86_64", "flags": ["avx512f"], "flags": []}'
+    with pytest.raises(BadInput, match=r"^host\.json: not valid JSON: duplicate key 'flags'$"):
+        parse_snapshot(data, "host.json", knowledge.vocabulary)
