@@ -72,7 +72,7 @@ def snapshot_from_dict(raw: Any, where: Path | str, vocabulary: Vocabulary, *, n
     missing = sorted(_REQUIRED - set(raw))
     if missing:
         raise BadInput(where, f"not a cpuguard snapshot: missing key {missing[0]!r}")
-    if raw["cpuguard_snapshot"] != FORMAT_VERSION:
+    if type(raw["cpuguard_snapshot"]) is not int or raw["cpuguard_snapshot"] != FORMAT_VERSION:  # true == 1
         raise BadInput(where, f"unsupported snapshot format {raw['cpuguard_snapshot']!r}")
     flags = raw["flags"]
     if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):

@@ -168,3 +168,11 @@ def test_duplicate_json_keys_in_a_snapshot_are_refused(knowledge: Knowledge) -> 
     data = b'{"cpuguard_snapshot": 1, "arch": "x86_64", "flags": ["avx512f"], "flags": []}'
     with pytest.raises(BadInput, match=r"^host\.json: not valid JSON: duplicate key 'flags'$"):
         parse_snapshot(data, "host.json", knowledge.vocabulary)
+
+
+@pytest.mark.parametrize("version", ["true", "1.0"])
+def test_snapshot_format_must_be_the_integer_1(knowledge: Knowledge, version: str) -> None:
+    # Before: true and 1.0 compare equal to 1 and were taken for format 1.
+    data = f'{{"cpuguard_snapshot": {version}, "arch": "x86_64", "flags": []}}'.encode()
+    with pytest.raises(BadInput, match=r"^host\.json: unsupported snapshot format"):
+        parse_snapshot(data, "host.json", knowledge.vocabulary)
