@@ -122,6 +122,10 @@ def parse_snapshot(data: bytes, where: Path | str, vocabulary: Vocabulary, *, na
         raise BadInput(where, f"not valid JSON: {exc}") from None
     except RecursionError:
         raise BadInput(where, "not valid JSON: nested too deeply") from None
+    try:  # "\udc00" is valid JSON but no text: printing it later would fail
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(where, "not valid JSON: a string holds a lone UTF-16 surrogate") from None
     return snapshot_from_dict(raw, where, vocabulary, name=name)
 
 

@@ -176,3 +176,12 @@ def test_snapshot_format_must_be_the_integer_1(knowledge: Knowledge, version: st
     data = f'{{"cpuguard_snapshot": {version}, "arch": "x86_64", "flags": []}}'.encode()
     with pytest.raises(BadInput, match=r"^host\.json: unsupported snapshot format"):
         parse_snapshot(data, "host.json", knowledge.vocabulary)
+
+
+def test_lone_surrogate_in_a_snapshot_is_refused(knowledge: Knowledge) -> None:
+    # Before: "\udc00" in model_name was accepted; `cpuguard host show` then died printing it (exit 3).
+    data = b'{"cpuguard_snapshot": 1, "arch": "x86_64", "flags": [], "model_name": "\\udc00"}'
+    with pytest.raises(BadInput, match=r"^host\.json: not valid JSON: a string holds a lone UTF-16 surrogate$"):
+        parse_snapshot(data, "host.json", knowledge.vocabulary)
+    pair = b'{"cpuguard_snapshot": 1, "arch": "x86_64", "flags": [], "model_name": "\\ud83d\\ude00"}'
+    assert parse_snapshot(pair, "host.json", knowledge.vocabulary).model_name == "\N{GRINNING FACE}"
