@@ -55,6 +55,10 @@ def _expanded_size(root: yaml.Node, where: str | Path) -> int:
         node, children_done = stack.pop()
         key = id(node)
         if isinstance(node, yaml.ScalarNode):
+            try:  # a "\udc00" escape makes a string no output can print
+                node.value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadInput(where, "invalid YAML: a string holds a lone UTF-16 surrogate") from None
             sizes[key] = 1
             continue
         children: list[yaml.Node] = (

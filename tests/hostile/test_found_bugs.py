@@ -185,3 +185,10 @@ def test_lone_surrogate_in_a_snapshot_is_refused(knowledge: Knowledge) -> None:
         parse_snapshot(data, "host.json", knowledge.vocabulary)
     pair = b'{"cpuguard_snapshot": 1, "arch": "x86_64", "flags": [], "model_name": "\\ud83d\\ude00"}'
     assert parse_snapshot(pair, "host.json", knowledge.vocabulary).model_name == "\N{GRINNING FACE}"
+
+
+def test_lone_surrogate_in_yaml_is_refused() -> None:
+    # Before: an inventory host named "\udc00" was accepted; printing its name failed (exit 3).
+    with pytest.raises(BadInput, match=r"^inventory\.yaml: invalid YAML: a string holds a lone UTF-16 surrogate$"):
+        parse_yaml('hosts: {"\\udc00": {source: "model:Westmere"}}\n', "inventory.yaml")
+    assert parse_yaml('a: "\\U0001F600"\n', "x.yaml") == {"a": "\N{GRINNING FACE}"}
