@@ -45,6 +45,12 @@ def parse_cpuinfo(
     (hybrid parts and odd firmware can differ per CPU; a guest may land on any)."""
     if "\x00" in text:
         raise BadInput(where, "contains NUL bytes: not a /proc/cpuinfo copy")
+    last_line = text.rsplit("\n", 1)[-1]
+    if last_line.partition(":")[0].strip() in ("flags", "Features"):
+        # A copy cut in the middle of a flags line parses as a CPU with fewer features. Linux
+        # ends every line of /proc/cpuinfo with a newline (and x86 blocks do not end in flags).
+        key = last_line.partition(":")[0].strip()
+        raise BadInput(where, f"ends in the middle of a '{key}' line, without a newline: a truncated copy?")
     blocks = [b for b in _blocks(text) if "processor" in b]
     if not blocks:
         raise BadInput(where, "no 'processor' entries: not a /proc/cpuinfo copy")

@@ -15,6 +15,7 @@ import pytest
 from cpuguard.config import config_from_data
 from cpuguard.domain import parse_domain
 from cpuguard.errors import BadInput
+from cpuguard.hosts.cpuinfo import parse_cpuinfo
 from cpuguard.hosts.libvirtxml import parse_capabilities
 from cpuguard.hosts.snapshot import MAX_SNAPSHOT_BYTES, parse_snapshot
 from cpuguard.hosts.sources import host_from_file
@@ -22,6 +23,7 @@ from cpuguard.knowledge import Knowledge
 from cpuguard.policy import policy_from_data
 from cpuguard.xmlsafe import parse_xml, read_bytes
 from cpuguard.yamlsafe import parse_yaml
+from tests.conftest import DATA
 
 
 def _within(seconds: float, call: object) -> object:
@@ -192,3 +194,16 @@ def test_lone_surrogate_in_yaml_is_refused() -> None:
     with pytest.raises(BadInput, match=r"^inventory\.yaml: invalid YAML: a string holds a lone UTF-16 surrogate$"):
         parse_yaml('hosts: {"\\udc00": {source: "model:Westmere"}}\n', "inventory.yaml")
     assert parse_yaml('a: "\\U0001F600"\n', "x.yaml") == {"a": "\N{GRINNING FACE}"}
+
+
+def test_cpuinfo_cut_in_its_flags_line_is_refused(knowledge: Knowledge) -> None:
+    # Before: a copy cut after "flags : fpu vme de" read as a CPU with three features -- a host
+    # that would refuse good moves, or accept a guest whose forbidden feature was cut off.
+    text = (DATA / "linux-debian12-sapphirerapids-cpuinfo.txt").read_text()
+    cut = text[: text.rindex("flags") + 30]
+    with pytest.raises(BadInput, match=r"^cpuinfo: ends in the middle of a 'flags' line, without a newline"):
+        parse_cpuinfo(cut, "cpuinfo", knowledge.vocabulary)
+    # An Ansible "stdout" copy loses only the final newline, after "power management:": still fine.
+    assert parse_cpuinfo(text.rstrip("\n"), "cpuinfo", knowledge.vocabulary).flags == parse_cpuinfo(
+        text, "cpuinfo", knowledge.vocabulary
+    ).flags
