@@ -294,4 +294,103 @@ def metrics_cmd(output: Path | None, policies: Path | None, inventory: Path | No
         write_atomically(output, text)
 
 
-COMMANDS: list[click.Command] = [plan, baseline_cmd, metrics_cmd]
+@click.group("inventory")
+def inventory() -> None:
+    """Gather the fleet inventory: host facts and where each VM runs."""
+
+
+@inventory.command("collect")
+@click.argument("targets", nargs=-1, metavar="[NAME=]URI...")
+@click.option(
+    "--output",
+    "-o",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory to write inventory.yaml, hosts/, domains/ and collect-report.json into.",
+)
+@click.option(
+    "--from-inventory",
+    "source_inventory",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also collect every host this inventory gives as a libvirt URI (hosts: NAME: {uri: ...}).",
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds each host may take."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=16, show_default=True, help="Hosts collected at the same time."
+)
+def collect_cmd(
+    targets: tuple[str, ...], out: Path, source_inventory: Path | None, timeout: float, workers: int
+) -> None:
+    """Fetch host facts and domain XML from many libvirt hosts concurrently.
+
+    Each host gets TIMEOUT seconds; an unreachable host is reported and the
+    others are still collected. Exit 0 when every host answered, 2 when some
+    did not or a VM name conflicts (the files of the others are written).
+    """
+    import sys
+    from datetime import UTC, datetime
+
+    from cpuguard.knowledge import load_knowledge
+    from cpuguard.libvirt_api import connect
+    from cpuguard.planning.collect import Target, collect, parse_target
+    from cpuguard.planning.concurrency import JobResult
+
+    chosen = [parse_target(t) for t in targets]
+    if source_inventory is not None:
+        from cpuguard.planning import yamlread
+
+        raw = yamlread.read(source_inventory)
+        hosts = raw.get("hosts") if isinstance(raw, dict) else None
+        for name, entry in (hosts or {}).items():
+            if isinstance(entry, dict) and isinstance(entry.get("uri"), str):
+                chosen.append(Target(str(name), entry["uri"]))
+    if not chosen:
+        raise click.UsageError("no hosts to collect: give [NAME=]URI arguments or --from-inventory")
+    knowledge = load_knowledge()  # before the threads start: loading is not thread-safe work to repeat
+    done = 0
+
+    def progress(result: JobResult[Any]) -> None:
+        nonlocal done
+        done += 1
+        if result.timed_out:
+            state = f"no answer within {timeout:g} s"
+        elif result.error is not None:
+            state = f"failed: {result.error}"
+        else:
+            state = f"ok ({result.seconds:.1f} s)"
+        end = "\n" if not sys.stderr.isatty() or done == len(chosen) else ""
+        prefix = "\r\x1b[K" if sys.stderr.isatty() else ""
+        click.echo(f"{prefix}[{done}/{len(chosen)}] {result.name}: {state}", err=True, nl=False)
+        click.echo(end, err=True, nl=False)
+
+    report = collect(
+        chosen, out, knowledge, timeout=timeout, workers=workers, connector=connect,
+        now=datetime.now(UTC), on_done=progress,
+    )  # fmt: skip
+    for problem in report.problems:
+        click.echo(f"cpuguard: {problem.describe()}", err=True)
+    ok = sum(1 for h in report.hosts.values() if h.get("status") == "ok")
+    click.echo(f"collected {ok} of {len(chosen)} hosts into {out}", err=True)
+    raise SystemExit(2 if report.problems else 0)
+
+
+@inventory.command("index")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+def index_cmd(directory: Path) -> None:
+    """Write DIRECTORY/inventory.yaml from DIRECTORY/hosts/* and DIRECTORY/domains/HOST/*.xml
+    (files gathered by other means, e.g. examples/ansible/). Exit 2 on conflicts."""
+    from datetime import UTC, datetime
+
+    from cpuguard.planning.collect import index
+
+    report = index(directory, now=datetime.now(UTC))
+    for problem in report.problems:
+        click.echo(f"cpuguard: {problem.describe()}", err=True)
+    raise SystemExit(2 if report.problems else 0)
+
+
+COMMANDS: list[click.Command] = [plan, baseline_cmd, inventory, metrics_cmd]
