@@ -63,6 +63,14 @@ def prepare(path: str, source: elf.Source, sha256: str, knowledge: DispatchKnowl
 
 
 @cache
+def _baseline() -> frozenset[str]:
+    """What every x86-64 CPU has: never dispatched, never worth a warning."""
+    from cpuguard.knowledge import load_knowledge
+
+    return load_knowledge().x86_64_baseline | level_features("x86-64-v1")
+
+
+@cache
 def _all_level_features() -> frozenset[str]:
     return level_features(LEVEL_NAMES[-1])
 
@@ -75,7 +83,7 @@ def finish(
 ) -> FileScan:
     program = prepared.program
     props = prepared.properties
-    baseline = level_features("x86-64-v1")
+    baseline = _baseline()
     isa_level = props.needed_level
     compiled_for = level_features(isa_level) if isa_level else frozenset()
     result = classify(program, codes, table, knowledge, baseline, prepared.library_reason, compiled_for)
@@ -118,4 +126,5 @@ def finish(
         isa_needed=isa_level,
         notes=tuple(notes),
         needed_libraries=tuple(program.needed),
+        runpath=tuple(program.runpath),
     )

@@ -48,6 +48,7 @@ class _Facts:
     checked: dict[str, tuple[int, str]]
     cpuid: bool
     instructions: int
+    mix: dict[str, int]  # mnemonic -> count
 
 
 def _facts(code: FunctionCode, table: FeatureTable, unnamed: dict[str, int]) -> _Facts:
@@ -56,9 +57,11 @@ def _facts(code: FunctionCode, table: FeatureTable, unnamed: dict[str, int]) -> 
     checked: dict[str, tuple[int, str]] = {}
     cpuid = False
     total = 0
+    mix: dict[str, int] = {}
     for code_value, n in counts.items():
         total += n
         info = table[code_value]
+        mix[info.mnemonic] = mix.get(info.mnemonic, 0) + n
         if info.mnemonic in ("CPUID", "XGETBV"):
             cpuid = True
         if info.use is Use.NEEDED:
@@ -70,7 +73,7 @@ def _facts(code: FunctionCode, table: FeatureTable, unnamed: dict[str, int]) -> 
             for feature in info.features:
                 old = checked.get(feature, (0, info.why))
                 checked[feature] = (old[0] + n, old[1])
-    return _Facts(needed, checked, cpuid, total)
+    return _Facts(needed, checked, cpuid, total, mix)
 
 
 def _address_set(ranges: Sequence[tuple[int, int]]) -> set[int]:
@@ -146,9 +149,55 @@ class _Graph:
             self.dispatcher.append(bool(checks) and fn.origin not in (GAP, PLT))
             beyond = any(f not in baseline for f in facts[i].needed)
             self.variant.append(beyond and knowledge.is_variant_name(fn.name))
+        self.twins = _twins(self.edges, facts, baseline)
 
     def name(self, i: int) -> str:
         return self.plt_names.get(i) or self.program.functions[i].name
+
+
+TWIN_SIMILARITY = 0.75  # weighted Jaccard of the instruction mixes
+TWIN_SIZE_RATIO = 1.3
+TWIN_MIN_INSTRUCTIONS = 16
+
+
+def _similarity(a: dict[str, int], b: dict[str, int]) -> float:
+    keys = a.keys() | b.keys()
+    low = sum(min(a.get(k, 0), b.get(k, 0)) for k in keys)
+    high = sum(max(a.get(k, 0), b.get(k, 0)) for k in keys)
+    return low / high if high else 0.0
+
+
+def _twins(edges: Sequence[list[int]], facts: Sequence[_Facts], baseline: frozenset[str]) -> dict[tuple[int, int], int]:
+    """``(caller, richer) -> plainer`` for hand-made multiversioning.
+
+    Code such as zstd's ``DYNAMIC_BMI2`` compiles one body twice, once with
+    ``__attribute__((target("bmi2")))``, and picks a version from a flag set
+    by CPUID at start-up: ``if (bmi2) f_bmi2(...); else f_default(...)``.
+    The flag is data, out of reach of this analysis, but the shape is not:
+    one caller refers to two functions of nearly the same size and
+    instruction mix, one using CPU extensions the other does without.
+    """
+    extra = [frozenset(f for f in fact.needed if f not in baseline) for fact in facts]
+    found: dict[tuple[int, int], int] = {}
+    for caller, targets in enumerate(edges):
+        unique = set(targets)
+        rich = [t for t in unique if extra[t]]
+        for b in rich:
+            size_b = facts[b].instructions
+            if size_b < TWIN_MIN_INSTRUCTIONS:
+                continue
+            for a in unique:
+                if a == b or not extra[a] < extra[b]:
+                    continue
+                size_a = facts[a].instructions
+                if size_a < TWIN_MIN_INSTRUCTIONS:
+                    continue
+                if max(size_a, size_b) > TWIN_SIZE_RATIO * min(size_a, size_b):
+                    continue
+                if _similarity(facts[a].mix, facts[b].mix) >= TWIN_SIMILARITY:
+                    found[(caller, b)] = a
+                    break
+    return found
 
 
 def _roots(program: Program, graph: _Graph) -> set[int]:
@@ -179,7 +228,7 @@ def _reachable(graph: _Graph, roots: set[int]) -> set[int]:
         if graph.dispatcher[i]:
             continue  # what a CPU check selects is guarded
         for j in graph.edges[i]:
-            if j not in seen:
+            if j not in seen and (i, j) not in graph.twins:
                 seen.add(j)
                 queue.append(j)
     return seen
@@ -204,6 +253,14 @@ def _guard_reasons(
                 else:
                     why = f"{graph.name(j)} is used only after the CPU check in {graph.name(i)}"
                     entries.append((1, j, why, "medium"))
+    for (caller, richer), plainer in graph.twins.items():
+        if richer not in reachable:
+            why = (
+                f"{graph.name(richer)} and {graph.name(plainer)} are two builds of the same code"
+                f" called from {graph.name(caller)}; only the first uses these extensions"
+                " (a run-time choice between versions)"
+            )
+            entries.append((1, richer, why, "medium"))
     for j, is_variant in enumerate(graph.variant):
         if is_variant and j not in reachable:
             name = graph.name(j)

@@ -59,6 +59,7 @@ class FileScan:
     isa_needed: str | None = None  # from the GNU property note
     notes: tuple[str, ...] = ()
     needed_libraries: tuple[str, ...] = ()  # DT_NEEDED
+    runpath: tuple[str, ...] = ()  # DT_RUNPATH / DT_RPATH entries
     from_cache: bool = False
 
     @property

@@ -1,0 +1,158 @@
+"""``cpuguard scan PATH...``: the command line over :func:`scan_paths`.
+
+Thin on purpose: parse options, call the core, print, exit 0 (something
+scanned) or raise :class:`BadInput` (exit 2: nothing could be scanned).
+Heavy modules are imported inside the command so that loading this module
+(which every ``cpuguard`` command does) stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cpuguard.errors import BadInput
+
+if TYPE_CHECKING:
+    from cpuguard.scan.records import ScanReport
+    from cpuguard.scan.scanner import Progress
+
+
+class _Bar:
+    """A progress bar on stderr, driven by bytes of code decoded."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, event: Progress) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=max(event.code_total, 1), label="scanning", file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.length = max(event.code_total, 1)
+        if event.code_done > self.shown:
+            self.bar.update(event.code_done - self.shown)
+            self.shown = event.code_done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a reader never sees half a file)."""
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temp, path)
+    except OSError as exc:
+        raise BadInput(path, f"cannot write: {exc.strerror or exc}") from None
+
+
+def _merge(report: ScanReport, policy: Path) -> int:
+    import yaml
+
+    from cpuguard.scan.policy import merge_binaries, policy_binaries_from_data
+    from cpuguard.scan.render import policy_section
+    from cpuguard.yamlsafe import read_yaml
+
+    data = read_yaml(policy) if policy.exists() else {}
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BadInput(policy, "expected a mapping at the top level of the policy")
+    existing = data.get("binaries") or []
+    policy_binaries_from_data(existing, policy)  # refuse to merge into a broken section
+    new = policy_section(report)["binaries"]
+    data["binaries"] = merge_binaries(existing, new)
+    policy_binaries_from_data(data["binaries"], policy)
+    _write(policy, yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100))
+    return len(new)
+
+
+@click.command("scan")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--follow-needed", is_flag=True, help="Also scan the shared libraries they load (DT_NEEDED).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "yaml"]),
+    default="text",
+    show_default=True,
+    help="yaml is a policy's binaries: section; json is the full report.",
+)
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here.")
+@click.option(
+    "--merge-into",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Add or replace these binaries in a VM policy file.",
+)
+@click.option("--no-cache", is_flag=True, help="Rescan even unchanged files.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Cache directory (default: $XDG_CACHE_HOME/cpuguard/scan).",
+)
+@click.option("--jobs", type=click.IntRange(1, 256), help="Decoding processes (default: CPUs).")
+def scan(
+    paths: tuple[Path, ...],
+    follow_needed: bool,
+    fmt: str,
+    output: Path | None,
+    merge_into: Path | None,
+    no_cache: bool,
+    cache_dir: Path | None,
+    jobs: int | None,
+) -> None:
+    """Read which CPU features ELF binaries need.
+
+    PATH is an executable, a shared library or a directory (scanned
+    recursively). Features used only after a run-time CPU check (ifunc,
+    __builtin_cpu_supports, OpenSSL's capability vector...) are reported as
+    dispatched, not required.
+    """
+    from cpuguard.knowledge import load_knowledge
+    from cpuguard.levels import level_features
+    from cpuguard.scan.render import render_json, render_text, render_yaml
+    from cpuguard.scan.scanner import DefaultCache, scan_paths
+
+    bar = _Bar() if sys.stderr.isatty() else None
+    cache: Path | DefaultCache | None = DefaultCache.DEFAULT
+    if no_cache:
+        cache = None
+    elif cache_dir is not None:
+        cache = cache_dir
+    try:
+        report = scan_paths(list(paths), follow_needed=follow_needed, cache_dir=cache, progress=bar, jobs=jobs)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if fmt == "json":
+        text = render_json(report)
+    elif fmt == "yaml":
+        text = render_yaml(report)
+    else:
+        baseline = load_knowledge().x86_64_baseline | level_features("x86-64-v1")
+        text = render_text(report, baseline)
+    if output is not None:
+        _write(output, text)
+    else:
+        click.echo(text, nl=False)
+    if merge_into is not None and report.scanned:
+        count = _merge(report, merge_into)
+        click.echo(f"merged {count} binar{'y' if count == 1 else 'ies'} into {merge_into}", err=True)
+    if not report.scanned:
+        reasons = sorted({f.skipped or "" for f in report.files})
+        detail = "; ".join(reasons[:3]) if reasons else "no files found"
+        raise BadInput(None, f"nothing could be scanned ({detail})")
+
+
+COMMANDS = [scan]

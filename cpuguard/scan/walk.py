@@ -1,0 +1,134 @@
+"""Which files a scan covers: paths, directories, and the libraries they load.
+
+Directories are walked recursively in sorted order, following symbolic
+links but never entering a directory twice (so link loops end); a file
+reached by several names is scanned once. Only regular files are opened:
+a FIFO or device in a scanned tree must not block or be read.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Where the dynamic loader looks after DT_RUNPATH and LD_LIBRARY_PATH on
+# Debian-style x86-64 systems (ld.so(8), /etc/ld.so.conf.d/x86_64-linux-gnu.conf).
+DEFAULT_LIBRARY_DIRS = (
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A file to scan, or a path that could not be (``problem`` says why)."""
+
+    path: str
+    problem: str | None = None
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino)
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno is not None and exc.errno == 40:  # ELOOP
+        return "symbolic link loop"
+    return exc.strerror or str(exc)
+
+
+def expand(paths: Sequence[Path]) -> Iterator[Target]:
+    """Every regular file under ``paths``, each once, plus a Target per problem."""
+    seen_files: set[tuple[int, int]] = set()
+    seen_dirs: set[tuple[int, int]] = set()
+    for path in paths:
+        yield from _expand_one(str(path), seen_files, seen_dirs, top=True)
+
+
+def _expand_one(
+    path: str, seen_files: set[tuple[int, int]], seen_dirs: set[tuple[int, int]], top: bool
+) -> Iterator[Target]:
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        yield Target(path, _describe(exc))
+        return
+    identity = (info.st_dev, info.st_ino)
+    if stat.S_ISDIR(info.st_mode):
+        if identity in seen_dirs:
+            if os.path.islink(path):
+                yield Target(path, "symbolic link to a directory already scanned (loop?)")
+            return
+        seen_dirs.add(identity)
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as exc:
+            yield Target(path, _describe(exc))
+            return
+        for name in names:
+            yield from _expand_one(os.path.join(path, name), seen_files, seen_dirs, top=False)
+        return
+    if not stat.S_ISREG(info.st_mode):
+        if top:
+            yield Target(path, "not a regular file")
+        return
+    if identity in seen_files:
+        return
+    seen_files.add(identity)
+    yield Target(path, identity=identity)
+
+
+def _ld_so_conf(path: str, depth: int = 0) -> list[str]:
+    """Directories listed by an ld.so.conf file, following ``include`` lines."""
+    if depth > 8:
+        return []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    result: list[str] = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("include "):
+            pattern = line.split(None, 1)[1]
+            if not os.path.isabs(pattern):
+                pattern = os.path.join(os.path.dirname(path), pattern)
+            for included in sorted(glob.glob(pattern)):
+                result.extend(_ld_so_conf(included, depth + 1))
+        elif os.path.isabs(line):
+            result.append(line)
+    return result
+
+
+def library_search_dirs(environ: Mapping[str, str] = os.environ, ld_so_conf: str = "/etc/ld.so.conf") -> list[str]:
+    """LD_LIBRARY_PATH, then ld.so.conf, then the default directories."""
+    dirs = [d for d in environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    dirs += _ld_so_conf(ld_so_conf)
+    dirs += DEFAULT_LIBRARY_DIRS
+    unique: list[str] = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
+def resolve_library(name: str, origin: str, runpath: Sequence[str], search: Sequence[str]) -> str | None:
+    """The file the loader would map for DT_NEEDED ``name`` of the object at ``origin``."""
+    if "/" in name:
+        candidate = name if os.path.isabs(name) else os.path.join(os.path.dirname(origin), name)
+        return candidate if os.path.isfile(candidate) else None
+    origin_dir = os.path.dirname(os.path.realpath(origin))
+    expanded = [d.replace("$ORIGIN", origin_dir).replace("${ORIGIN}", origin_dir) for d in runpath]
+    for directory in [*expanded, *search]:
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
