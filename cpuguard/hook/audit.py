@@ -1,0 +1,121 @@
+"""The audit log: one JSON object per line for every hook decision (docs/hook.md, "Audit log").
+
+libvirt runs hooks of parallel migrations in parallel. Each line goes out in
+one ``write`` on a descriptor opened with ``O_APPEND`` (the kernel positions
+every append at the end of the file) while holding an exclusive ``flock``, so
+lines from concurrent hooks never interleave, also where a large write could
+be split.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+#: Keys every line has (an interface: tools parse this log).
+KEYS = (
+    "time", "host", "vm", "operation", "event", "move", "verdict", "decision", "mode", "missing",
+    "forbidden_present", "problems", "warnings", "notes", "error", "message", "policy", "snapshot",
+    "config", "cpuguard_version", "pid", "caller", "elapsed_ms",
+)  # fmt: skip
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    """One line: compact JSON, no raw newline possible (json escapes it)."""
+    return (json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def append(path: Path, record: Mapping[str, Any]) -> None:
+    line = encode(record)
+    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        written = os.write(fd, line)
+        while written < len(line):  # only on a full disk or a signal; still under the lock
+            written += os.write(fd, line[written:])
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@dataclass(frozen=True)
+class BadLine:
+    number: int
+    text: str
+    problem: str
+
+
+def read(path: Path) -> Iterator[dict[str, Any] | BadLine]:
+    """Every record in the log, oldest first; lines that are not JSON objects as :class:`BadLine`."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                yield BadLine(number, text, f"not JSON: {exc}")
+                continue
+            if not isinstance(value, dict):
+                yield BadLine(number, text, "not a JSON object")
+                continue
+            yield value
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which records ``cpuguard audit show`` prints; unset fields match everything."""
+
+    vms: frozenset[str] = frozenset()
+    hosts: frozenset[str] = frozenset()
+    operations: frozenset[str] = frozenset()
+    verdicts: frozenset[str] = frozenset()
+    since: datetime | None = None
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        for wanted, key in (
+            (self.vms, "vm"),
+            (self.hosts, "host"),
+            (self.operations, "operation"),
+            (self.verdicts, "verdict"),
+        ):
+            if wanted and record.get(key) not in wanted:
+                return False
+        if self.since is not None:
+            when = record_time(record)
+            if when is None or when < self.since:
+                return False
+        return True
+
+
+def record_time(record: Mapping[str, Any]) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(str(record.get("time")))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def summary(record: Mapping[str, Any]) -> str:
+    """One human line per record for ``audit show``."""
+    verdict = str(record.get("verdict") or "?").upper()
+    decision = record.get("decision")
+    if verdict == "ERROR":
+        verdict = f"ERROR->{str(decision).upper()}"
+    head = f"{record.get('time')}  {record.get('host')}  {record.get('vm')}  {record.get('operation')}  {verdict}"
+    if record.get("error"):
+        return f"{head}  {record['error']}"
+    missing = record.get("missing") or []
+    detail = []
+    if missing:
+        detail.append("missing " + ", ".join(str(m.get("feature")) for m in missing if isinstance(m, dict)))
+    detail.extend(str(p) for p in record.get("problems") or [])
+    detail.extend(str(w) for w in record.get("warnings") or [])
+    return f"{head}  {'; '.join(detail)}" if detail else head

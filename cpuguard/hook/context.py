@@ -1,0 +1,150 @@
+"""Everything the hook decides with, read once from the configuration's files.
+
+:func:`build_context` is the slow path: it reads YAML policies, the
+inventory, the host snapshot and cpuguard's knowledge. The result is plain
+records, so :mod:`cpuguard.hook.cache` can keep it between hook calls,
+keyed on every file listed in ``inputs``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cpuguard.config import Config, read_config
+from cpuguard.errors import BadInput
+from cpuguard.knowledge import Knowledge
+from cpuguard.policy import VmPolicy
+from cpuguard.records import HostFacts
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    """Which version of an input a decision used (for the audit log)."""
+
+    path: str
+    sha256: str  # first 16 hex digits of the content's SHA-256
+    mtime: float
+
+
+@dataclass(frozen=True)
+class HookContext:
+    config: Config
+    knowledge: Knowledge
+    level_table: dict[str, list[str]]  # levels.level_table(), restored before deciding
+    policies: dict[str, VmPolicy]  # by VM name (vms/<vm>.yaml)
+    policy_versions: dict[str, FileVersion]
+    vm_hosts: dict[str, str]  # inventory: where each VM runs
+    inventory_hosts: dict[str, HostFacts]  # inventory hosts whose facts are files or model:/uarch:/level:
+    unreadable_hosts: dict[str, str]  # inventory host -> why the hook cannot know its facts
+    snapshot: HostFacts | None  # this host, from config host_facts; None when the file is missing
+    snapshot_version: FileVersion | None
+    inputs: tuple[str, ...] = field(default=())  # every file and directory this was built from
+
+
+def file_version(path: Path, data: bytes) -> FileVersion:
+    import hashlib  # not at the top: loading OpenSSL costs the cached path ~3 ms
+
+    return FileVersion(str(path), hashlib.sha256(data).hexdigest()[:16], path.stat().st_mtime)
+
+
+def package_files(root: Path) -> list[str]:
+    """cpuguard's own modules and data: a change (upgrade, edit) must rebuild the cache."""
+    found = [str(root)]
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        found.extend(os.path.join(dirpath, d) for d in dirnames)
+        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.endswith((".pyc", ".pyo")))
+    return found
+
+
+def _knowledge_inputs() -> list[str]:
+    import cpuguard
+    from cpuguard.cpumap import SYSTEM_CPU_MAP
+
+    inputs = package_files(Path(cpuguard.__file__).parent)
+    inputs.append(str(SYSTEM_CPU_MAP))
+    if SYSTEM_CPU_MAP.is_dir():
+        inputs.extend(str(p) for p in sorted(SYSTEM_CPU_MAP.iterdir()))
+    return inputs
+
+
+def _read_policies(policies_dir: Path, knowledge: Knowledge) -> tuple[dict[str, VmPolicy], dict[str, FileVersion]]:
+    from cpuguard.policy import policy_from_data
+    from cpuguard.xmlsafe import read_bytes
+    from cpuguard.yamlsafe import MAX_YAML_BYTES, parse_yaml
+
+    policies: dict[str, VmPolicy] = {}
+    versions: dict[str, FileVersion] = {}
+    vms = policies_dir / "vms"
+    if not vms.is_dir():
+        return policies, versions
+    for path in sorted(vms.iterdir()):
+        if path.suffix not in (".yaml", ".yml") or path.name.startswith("."):
+            continue
+        if path.stem in policies:
+            raise BadInput(path, f"VM {path.stem} has two policy files")
+        data = read_bytes(path, MAX_YAML_BYTES)
+        policies[path.stem] = policy_from_data(parse_yaml(data, path), path, knowledge, vm=path.stem)
+        versions[path.stem] = file_version(path, data)
+    return policies, versions
+
+
+def build_context(config_path: Path) -> HookContext:
+    """Read the configuration at ``config_path`` and everything it names.
+
+    A broken file raises :class:`BadInput`: the hook then follows ``on_error``.
+    A missing snapshot is not an error (the hook falls back to /proc/cpuinfo).
+    """
+    from cpuguard.hosts.snapshot import MAX_SNAPSHOT_BYTES, parse_snapshot
+    from cpuguard.hosts.sources import is_uri, resolve_host
+    from cpuguard.inventory import INVENTORY_NAME, read_inventory
+    from cpuguard.knowledge import load_knowledge
+    from cpuguard.levels import level_table
+    from cpuguard.xmlsafe import read_bytes
+
+    inputs = [str(config_path)]
+    config = read_config(config_path)
+    knowledge = load_knowledge()
+    inputs += _knowledge_inputs()
+
+    policies_dir = config.policies
+    inputs += [str(policies_dir), str(policies_dir / "vms"), str(policies_dir / INVENTORY_NAME)]
+    policies, versions = _read_policies(policies_dir, knowledge)
+    inputs += [v.path for v in versions.values()]
+
+    inventory = read_inventory(policies_dir)
+    vm_hosts = {name: vm.host for name, vm in inventory.vms.items() if vm.host}
+    hosts: dict[str, HostFacts] = {}
+    unreadable: dict[str, str] = {}
+    for name, entry in inventory.hosts.items():
+        if is_uri(entry.source) or entry.source == "local":
+            # Never dial libvirt from the hook: the daemon waits on it (https://libvirt.org/hooks.html).
+            unreadable[name] = f"its facts come from {entry.source}, which the hook never contacts"
+            continue
+        if ":" not in entry.source:
+            inputs.append(entry.source)
+        hosts[name] = resolve_host(entry.source, knowledge, name=name)
+
+    snapshot: HostFacts | None = None
+    snapshot_version: FileVersion | None = None
+    inputs.append(str(config.host_facts))
+    if config.host_facts.exists():
+        data = read_bytes(config.host_facts, MAX_SNAPSHOT_BYTES)
+        snapshot = parse_snapshot(data, config.host_facts, knowledge.vocabulary)
+        snapshot_version = file_version(config.host_facts, data)
+
+    return HookContext(
+        config=config,
+        knowledge=knowledge,
+        level_table=level_table(),
+        policies=policies,
+        policy_versions=versions,
+        vm_hosts=vm_hosts,
+        inventory_hosts=hosts,
+        unreadable_hosts=unreadable,
+        snapshot=snapshot,
+        snapshot_version=snapshot_version,
+        inputs=tuple(dict.fromkeys(inputs)),
+    )

@@ -1,0 +1,256 @@
+"""The hook's entry point: what ``hooks/qemu`` runs, and what ``cpuguard hook run`` calls.
+
+libvirt waits for the hook on every VM start and incoming migration, so
+this path imports only what a decision needs (no click; no PyYAML while the
+precompiled context in :mod:`cpuguard.hook.cache` is current).
+
+Arguments: ``[--config PATH] [--cache-dir DIR | --no-cache] [--deadline SECONDS]
+[--on-error-exit N] [--audit-log PATH] [--] VM OPERATION SUB-OPERATION [EXTRA]``,
+the domain XML on stdin. ``--deadline`` bounds reading the configuration (then
+its ``deadline_seconds`` applies); ``--on-error-exit`` and ``--audit-log`` apply
+only when the configuration itself cannot be read (the shim passes what
+``cpuguard hook install`` found). Nothing is ever written to stdout: for ``migrate`` and
+``restore`` libvirt would take it as a replacement domain XML.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from cpuguard.hook.events import guarded_operation
+
+if TYPE_CHECKING:
+    from cpuguard.config import Config
+    from cpuguard.hook.decision import HookResult
+
+DEFAULT_CONFIG = Path("/etc/cpuguard/config.yaml")
+DEFAULT_DEADLINE = 5.0
+EXIT_USAGE = 2
+USAGE = (
+    "usage: cpuguard-hook [--config PATH] [--cache-dir DIR | --no-cache] [--deadline SECONDS] "
+    "[--on-error-exit N] [--audit-log PATH] VM OPERATION SUB-OPERATION [EXTRA]"
+)
+
+
+class UsageError(Exception):
+    pass
+
+
+class HookTimeout(Exception):
+    """The decision took longer than ``deadline_seconds``."""
+
+
+@dataclass(frozen=True)
+class Options:
+    config: Path = DEFAULT_CONFIG
+    cache_dir: Path | None = Path("/var/cache/cpuguard")
+    deadline: float = DEFAULT_DEADLINE  # until the configuration's deadline_seconds is known
+    on_error_exit: int | None = None  # when the config cannot be read; None: cpuguard's default
+    audit_log: Path | None = None  # when the config cannot be read; None: cpuguard's default
+
+
+def parse_args(argv: Sequence[str]) -> tuple[Options, list[str]]:
+    values: dict[str, Any] = {}
+    words: list[str] = []
+    items = list(argv)
+    while items:
+        item = items.pop(0)
+        if item == "--":
+            words.extend(items)
+            break
+        if item == "--no-cache":
+            values["cache_dir"] = None
+        elif item in ("--config", "--cache-dir", "--deadline", "--on-error-exit", "--audit-log"):
+            if not items:
+                raise UsageError(f"{item} needs a value")
+            value = items.pop(0)
+            key = item[2:].replace("-", "_")
+            if key == "on_error_exit":
+                if value not in ("0", "1"):
+                    raise UsageError(f"--on-error-exit must be 0 or 1, not {value!r}")
+                values[key] = int(value)
+            elif key == "deadline":
+                try:
+                    values[key] = float(value)
+                except ValueError:
+                    raise UsageError(f"--deadline must be a number of seconds, not {value!r}") from None
+                if not values[key] > 0:
+                    raise UsageError("--deadline must be positive")
+            else:
+                values[key] = Path(value)
+        elif item.startswith("--"):
+            raise UsageError(f"unknown option {item}")
+        else:
+            words.append(item)
+    return Options(**values), words
+
+
+@contextmanager
+def deadline(seconds: float, started: float) -> Iterator[Callable[[float, str], None]]:
+    """Raise HookTimeout in the main thread ``seconds`` after ``started`` (time.monotonic()).
+
+    Yields ``arm(seconds, source)`` to replace the limit (counted from ``started``, too).
+    """
+    import signal
+
+    limit = (seconds, "--deadline")
+
+    def expired(_signum: int, _frame: object) -> None:
+        raise HookTimeout(f"no decision within {limit[0]:g} s ({limit[1]})")
+
+    def arm(seconds: float, source: str) -> None:
+        nonlocal limit
+        limit = (seconds, source)
+        signal.setitimer(signal.ITIMER_REAL, max(seconds - (time.monotonic() - started), 0.001))
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    arm(seconds, "--deadline")
+    try:
+        yield arm
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for any failure: cpuguard's own errors as they are, anything else marked a bug."""
+    from cpuguard.errors import CpuguardError
+
+    if isinstance(exc, CpuguardError | HookTimeout):
+        text = str(exc)
+    else:
+        text = f"internal error (a bug, please report it): {type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def syslog_error(message: str) -> None:
+    """Errors go to syslog too: on an allowed start libvirt drops the hook's stderr."""
+    import syslog
+
+    syslog.openlog("cpuguard", syslog.LOG_PID, syslog.LOG_DAEMON)
+    syslog.syslog(syslog.LOG_ERR, message)
+
+
+def parent_name(proc: Path = Path("/proc")) -> str | None:
+    """Who ran the hook (``libvirtd``, ``virtqemud``, a shell): lets ``hook status`` prove libvirt runs it."""
+    try:
+        return (proc / str(os.getppid()) / "comm").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def handle(
+    vm: str,
+    operation: str,
+    libvirt_call: str,
+    domain_xml: bytes,
+    options: Options,
+    *,
+    nodename: str,
+    now: Callable[[], datetime],
+) -> tuple[HookResult, Path]:
+    """Decide, following ``on_error`` when cpuguard fails. Returns the result and the audit log path."""
+    from cpuguard.hook.decision import Event, error_result
+
+    started = time.monotonic()
+    event = Event(vm, operation, libvirt_call)
+    context = None
+    try:
+        with deadline(options.deadline, started) as rearm:
+            from cpuguard.hook.cache import load_or_build
+            from cpuguard.hook.decision import decide_event
+            from cpuguard.hook.hostfacts import local_host
+
+            context = load_or_build(options.config, options.cache_dir)
+            rearm(context.config.deadline_seconds, "deadline_seconds")
+            local = local_host(context, nodename=nodename)
+            result = decide_event(event, domain_xml, context, local, now())
+    except Exception as exc:
+        config = context.config if context is not None else readable_config(options.config)
+        if config is not None:
+            on_error = config.on_error
+            audit_log = config.audit_log
+            host = config.host_name or (context.snapshot.name if context and context.snapshot else "") or nodename
+        else:
+            from cpuguard.config import DEFAULT_ON_ERROR, Config
+
+            on_error = dict(DEFAULT_ON_ERROR)
+            if options.on_error_exit is not None:
+                on_error[operation] = "block" if options.on_error_exit else "allow"
+            audit_log = options.audit_log or Config(None).audit_log
+            host = nodename
+        config_path = str(options.config)
+        result = error_result(event, describe(exc), on_error=on_error, host=host, now=now(), config_path=config_path)
+    else:
+        audit_log = context.config.audit_log
+    result.record.update(
+        pid=os.getpid(), caller=parent_name(), elapsed_ms=round((time.monotonic() - started) * 1000, 1)
+    )
+    return result, audit_log
+
+
+def readable_config(path: Path) -> Config | None:
+    """The configuration when the file itself is fine (and something it names is not); else None."""
+    from cpuguard.config import read_config
+
+    try:
+        return read_config(path)
+    except Exception:
+        return None
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: IO[bytes] | None = None,
+    stderr: IO[str] | None = None,
+    nodename: str | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> int:
+    """Run one hook call; returns the exit code (1 blocks the operation)."""
+    err = stderr or sys.stderr
+    try:
+        options, words = parse_args(sys.argv[1:] if argv is None else argv)
+        if len(words) < 3:
+            raise UsageError("expected VM OPERATION SUB-OPERATION")
+    except UsageError as exc:
+        err.write(f"cpuguard hook: {exc}\n{USAGE}\n")
+        return EXIT_USAGE
+    vm, libvirt_op, sub_op = words[:3]
+    operation = guarded_operation(libvirt_op, sub_op)
+    if operation is None:
+        return 0
+    domain_xml = (stdin or sys.stdin.buffer).read()
+    result, audit_log = handle(
+        vm,
+        operation,
+        f"{libvirt_op} {sub_op}",
+        domain_xml,
+        options,
+        nodename=nodename or os.uname().nodename,
+        now=now,
+    )
+    message = result.message
+    try:
+        from cpuguard.hook import audit
+
+        audit.append(audit_log, result.record)
+    except OSError as exc:
+        # The decision stands; losing its record is reported as loudly as an error.
+        problem = f"audit log {audit_log} not written: {exc.strerror or exc}"
+        message = f"{message}; {problem}" if message else f"cpuguard: {problem}"
+        syslog_error(f"{vm} {operation}: {problem}")
+    if result.record.get("verdict") == "error":
+        syslog_error(result.message)
+    if message:
+        err.write(message + "\n")
+        err.flush()
+    return int(result.exit_code)

@@ -1,0 +1,104 @@
+"""The precompiled context: used while every input is unchanged, rebuilt otherwise, never stale."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hook_helpers import DOMAINS, HookSite
+
+from cpuguard.hook import cache
+from cpuguard.hook.context import HookContext, build_context
+
+LATER = time.time() + 3600  # "now" for save(): every input looks old enough to trust
+
+
+def builds(site: HookSite) -> list[Path]:
+    """load_or_build with a counting builder; returns the list it appends to."""
+    calls: list[Path] = []
+
+    def build(path: Path) -> HookContext:
+        calls.append(path)
+        return build_context(path)
+
+    cache.load_or_build(site.config, site.cache_dir, build=build, now=lambda: LATER)
+    return calls
+
+
+def test_second_call_comes_from_the_cache(site: HookSite) -> None:
+    assert builds(site) == [site.config]
+    assert builds(site) == []
+    (cached,) = site.cache_dir.iterdir()
+    assert cached.stat().st_mode & 0o777 == 0o600
+    assert site.cache_dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_every_kind_of_input_change_rebuilds(site: HookSite) -> None:
+    changes: list[Callable[[], object]] = [
+        lambda: site.configure(mode="warn"),
+        lambda: (site.policies / "vms" / "db01.yaml").write_text("vm: db01\nrequires: {level: x86-64-v2}\n"),
+        lambda: (site.policies / "vms" / "new01.yaml").write_text("vm: new01\n"),
+        lambda: (site.policies / "vms" / "new01.yaml").unlink(),
+        lambda: (site.policies / "inventory.yaml").write_text("hosts: {}\n"),
+        lambda: site.snapshot_from("model:Nehalem", "old-node"),
+        lambda: site.snapshot.unlink(),
+    ]
+    builds(site)
+    for change in changes:
+        change()
+        assert builds(site) == [site.config]
+        assert builds(site) == []
+
+
+def test_a_policy_edit_shows_in_the_next_decision(site: HookSite) -> None:
+    xml = (DOMAINS / "db01.xml").read_bytes()
+    old = site.hook("db01", "prepare", xml).stderr
+    policy = site.policies / "vms" / "db01.yaml"
+    policy.write_text("vm: db01\nrequires: {features: [avx512f]}\n")
+    new = site.hook("db01", "prepare", xml).stderr
+    assert "x86-64-v3" in old and "avx512f" not in old
+    assert "avx512f" in new and "x86-64-v3" not in new
+
+
+def test_inputs_changed_in_the_last_seconds_are_not_cached(site: HookSite) -> None:
+    context = build_context(site.config)
+    assert not cache.save(site.cache_dir, site.config, context, time.time())
+    assert not site.cache_dir.exists()
+    assert cache.save(site.cache_dir, site.config, context, time.time() + cache.RACY_SECONDS + 1)
+
+
+def test_cache_anyone_else_could_have_written_is_ignored(site: HookSite) -> None:
+    builds(site)
+    (cached,) = site.cache_dir.iterdir()
+    os.chmod(cached, 0o622)
+    assert cache.load(site.cache_dir, site.config) is None
+    os.chmod(cached, 0o600)
+    assert cache.load(site.cache_dir, site.config) is not None
+
+
+def test_damaged_cache_is_rebuilt(site: HookSite) -> None:
+    builds(site)
+    (cached,) = site.cache_dir.iterdir()
+    cached.write_bytes(cached.read_bytes()[:100])
+    assert cache.load(site.cache_dir, site.config) is None
+    assert builds(site) == [site.config]
+
+
+def test_each_config_directory_has_its_own_cache(site: HookSite, tmp_path: Path) -> None:
+    other = HookSite(tmp_path / "other")
+    other.root.mkdir()
+    other.configure()
+    other.cache_dir = site.cache_dir
+    assert cache.cache_file(site.cache_dir, site.config) != cache.cache_file(site.cache_dir, other.config)
+    builds(site)
+    builds(other)
+    assert builds(site) == []
+    assert builds(other) == []
+
+
+def test_unwritable_cache_directory_costs_speed_not_decisions(site: HookSite) -> None:
+    site.cache_dir.write_text("not a directory")
+    assert builds(site) == [site.config]
+    assert builds(site) == [site.config]

@@ -1,0 +1,98 @@
+"""``cpuguard hook ...`` and ``cpuguard audit show`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hook_helpers import DOMAINS, HookSite, run_cpuguard
+
+from cpuguard.errors import BadInput
+from cpuguard.hook.cli import parse_since
+
+
+def test_hook_run_decides_and_keeps_stdout_empty(site: HookSite) -> None:
+    done = run_cpuguard(
+        "hook", "run", "--config", str(site.config), "--cache-dir", str(site.cache_dir), "db01", "migrate", "begin",
+        stdin=(DOMAINS / "db01.xml").read_text(),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("cpuguard: BLOCK db01 on old-node (live): missing abm, avx")
+    assert site.records()[0]["vm"] == "db01"
+
+
+def test_hook_install_status_uninstall(site: HookSite, tmp_path: Path) -> None:
+    hooks = tmp_path / "qemu.d"
+    args = ["--hooks-dir", str(hooks)]
+    done = run_cpuguard("hook", "install", *args, "--config", str(site.config), "--cache-dir", str(site.cache_dir))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        f"installed {hooks / 'cpuguard'}\n"
+        "libvirt finds new hooks only when it starts or reloads: run 'systemctl reload virtqemud' (or libvirtd), "
+        "or install again with --reload\n"
+    )
+    status = run_cpuguard("hook", "status", *args)
+    assert status.returncode == 1  # not live yet
+    lines = status.stdout.splitlines()
+    assert [line[:17] for line in lines] == [
+        "ok    hook       ",
+        "ok    interpreter",
+        "ok    config     ",
+        "ok    snapshot   ",
+        "FAIL  live       ",
+    ]
+    as_json = json.loads(run_cpuguard("hook", "status", *args, "--format", "json").stdout)
+    assert [c["check"] for c in as_json] == ["hook", "interpreter", "config", "snapshot", "live"]
+    assert run_cpuguard("hook", "uninstall", *args).stdout.startswith(f"removed {hooks / 'cpuguard'}")
+
+
+def test_hook_install_refuses_a_foreign_hook_in_one_line(site: HookSite, tmp_path: Path) -> None:
+    hooks = tmp_path / "qemu.d"
+    hooks.mkdir()
+    (hooks / "cpuguard").write_text("#!/bin/sh\nexit 0\n")
+    done = run_cpuguard("hook", "install", "--hooks-dir", str(hooks), "--config", str(site.config))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"cpuguard: error: {hooks / 'cpuguard'}: exists and is not cpuguard's hook; not touching it "
+        "(move it, or install elsewhere)\n"
+    )
+
+
+def test_audit_show_filters(site: HookSite) -> None:
+    site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    site.hook("web01", "prepare", (DOMAINS / "web01.xml").read_bytes())
+    site.hook("db01", "restore", b"broken")
+    log = ["--log", str(site.audit_log)]
+    everything = run_cpuguard("audit", "show", *log).stdout.splitlines()
+    assert [line.split("  ")[2:5] for line in everything] == [
+        ["db01", "migrate", "BLOCK"],
+        ["web01", "start", "WARN"],
+        ["db01", "restore", "ERROR->BLOCK"],
+    ]
+    only_db01 = run_cpuguard("audit", "show", *log, "--vm", "db01", "--verdict", "error").stdout.splitlines()
+    assert len(only_db01) == 1 and "restore" in only_db01[0]
+    last = run_cpuguard("audit", "show", *log, "--last", "1", "--format", "json").stdout
+    assert json.loads(last)["operation"] == "restore"
+    assert run_cpuguard("audit", "show", *log, "--since", "1h").stdout.count("\n") == 3
+    from_config = run_cpuguard("audit", "show", "--config", str(site.config), "--operation", "start")
+    assert from_config.stdout.count("\n") == 1
+
+
+def test_audit_show_without_a_log(tmp_path: Path) -> None:
+    done = run_cpuguard("audit", "show", "--log", str(tmp_path / "none.jsonl"))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"cpuguard: error: {tmp_path / 'none.jsonl'}: no audit log yet (the hook writes it at its first decision)\n"
+    )
+
+
+def test_parse_since() -> None:
+    now = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    assert parse_since("30m", now) == datetime(2026, 5, 1, 11, 30, tzinfo=UTC)
+    assert parse_since("2d", now) == datetime(2026, 4, 29, 12, tzinfo=UTC)
+    assert parse_since("2026-04-01", now) == datetime(2026, 4, 1, tzinfo=UTC)
+    with pytest.raises(BadInput, match="neither an ISO time nor an age"):
+        parse_since("yesterday", now)

@@ -1,0 +1,154 @@
+"""The hook's decisions on the example fleet, through its real entry (cpuguard.hook.entry.main)."""
+
+from __future__ import annotations
+
+from hook_helpers import DOMAINS, HookSite, model_xml, passthrough_xml
+
+from cpuguard.hook.decision import Event, error_result
+from cpuguard.hook.events import guarded_operation
+from cpuguard.records import Move
+
+
+def test_only_begin_of_migrate_restore_and_prepare_is_guarded() -> None:
+    assert guarded_operation("migrate", "begin") == "migrate"
+    assert guarded_operation("restore", "begin") == "restore"
+    assert guarded_operation("prepare", "begin") == "start"
+    assert guarded_operation("start", "begin") is None
+    assert guarded_operation("started", "begin") is None
+    assert guarded_operation("migrate", "end") is None
+    assert guarded_operation("release", "end") is None
+
+
+def test_event_moves() -> None:
+    assert Event("vm", "migrate", "migrate begin").move is Move.LIVE
+    assert Event("vm", "restore", "restore begin").move is Move.LIVE
+    assert Event("vm", "start", "prepare begin").move is Move.COLD
+
+
+def test_incompatible_live_migration_is_blocked_with_every_origin(site: HookSite) -> None:
+    run = site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    policy = site.policies / "vms" / "db01.yaml"
+    assert run.exit_code == 1
+    assert run.stderr == (
+        "cpuguard: BLOCK db01 on old-node (live): missing abm, avx, avx2, bmi1, bmi2, f16c, fma, movbe, xsave "
+        f"(level x86-64-v3 required by policy {policy}); abm, f16c (features required by the guest CPU "
+        "definition (domain XML libvirt:db01)); avx, avx2, bmi1, bmi2, erms, fma, fsgsbase, invpcid, movbe, pcid, "
+        "pclmulqdq, rdtscp, smep, spec_ctrl, tsc_deadline_timer, x2apic, xsave (guest CPU model "
+        "Haswell-noTSX-IBRS (domain XML libvirt:db01))\n"
+    )
+    (record,) = site.records()
+    assert record["verdict"] == "block"
+    assert record["decision"] == "block"
+    assert record["operation"] == "migrate"
+    assert record["move"] == "live"
+    assert record["host"] == "old-node"
+    assert [m["feature"] for m in record["missing"]][:3] == ["abm", "avx", "avx2"]
+    assert record["policy"]["path"] == str(policy)
+    assert len(record["policy"]["sha256"]) == 16
+    assert record["snapshot"]["path"] == str(site.snapshot)
+    assert record["snapshot"]["stale"] is False
+    assert record["message"] == run.stderr.rstrip("\n")
+
+
+def test_compatible_migration_is_allowed_silently(site: HookSite) -> None:
+    run = site.hook("web01", "migrate", model_xml("web01", "Westmere"))
+    assert (run.exit_code, run.stderr) == (0, "")
+    (record,) = site.records()
+    assert (record["verdict"], record["decision"], record["missing"]) == ("allow", "allow", [])
+
+
+def test_cold_start_ignores_what_a_passthrough_guest_saw_on_its_old_host(site: HookSite) -> None:
+    live = site.hook("pbx01", "migrate", passthrough_xml("pbx01"))
+    cold = site.hook("pbx01", "prepare", passthrough_xml("pbx01"))
+    policy = site.policies / "vms" / "pbx01.yaml"
+    assert live.exit_code == cold.exit_code == 1
+    # live: the inventory says pbx01 runs on new-node (Skylake-SP), so everything it sees there is needed
+    assert "(the running guest sees it now (host-passthrough on new-node))" in live.stderr
+    assert "avx512f" in live.stderr
+    assert cold.stderr == f"cpuguard: BLOCK pbx01 on old-node (cold): missing avx2, bmi2 (policy {policy})\n"
+
+
+def test_passthrough_guest_the_inventory_does_not_place_gets_a_partial_live_check(site: HookSite) -> None:
+    run = site.hook("stray", "migrate", passthrough_xml("stray"))
+    assert run.exit_code == 0
+    assert run.stderr == (
+        "cpuguard: ALLOW stray on old-node (live); note: live rule only partly applied: host-passthrough guest "
+        "and its current host is unknown, so the features it sees now could not be checked; "
+        "note: the inventory does not say where stray runs\n"
+    )
+    assert site.records()[0]["notes"][-1] == "the inventory does not say where stray runs"
+
+
+def test_inventory_host_behind_a_uri_is_never_dialled(site: HookSite) -> None:
+    inventory = site.policies / "inventory.yaml"
+    inventory.write_text("hosts:\n  remote: {uri: 'qemu+tcp://192.0.2.1:1/system'}\nvms:\n  far01: {host: remote}\n")
+    run = site.hook("far01", "migrate", passthrough_xml("far01"))
+    assert run.exit_code == 0
+    assert run.stderr.endswith(
+        "note: far01 runs on remote (inventory), but its facts come from qemu+tcp://192.0.2.1:1/system, "
+        "which the hook never contacts\n"
+    )
+
+
+def test_restore_uses_the_live_rule(site: HookSite) -> None:
+    run = site.hook("pbx01", "restore", passthrough_xml("pbx01"))
+    assert run.exit_code == 1
+    assert "(live)" in run.stderr
+    assert site.records()[0]["operation"] == "restore"
+
+
+def test_policy_mode_warn_allows_and_says_why(site: HookSite) -> None:
+    run = site.hook("web01", "prepare", model_xml("web01", "Haswell"))
+    assert run.exit_code == 0
+    assert run.stderr.startswith("cpuguard: WARN web01 on old-node (cold): missing avx, avx2")
+    assert run.stderr.endswith("; policy mode is warn: the move is allowed, but the guest may fail\n")
+    assert site.records()[0]["verdict"] == "warn"
+
+
+def test_config_mode_warn_lets_a_blocked_move_through_and_logs_it(site: HookSite) -> None:
+    site.configure(mode="warn")
+    run = site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    assert run.exit_code == 0
+    assert run.stderr.startswith("cpuguard: WARN db01 on old-node (live): missing abm, avx")
+    assert run.stderr.endswith("; config mode is warn: allowed, but the guest may fail\n")
+    (record,) = site.records()
+    assert (record["verdict"], record["decision"], record["mode"]) == ("warn", "allow", "warn")
+    assert "avx2" in [m["feature"] for m in record["missing"]]
+
+
+def test_architecture_mismatch_is_a_problem_not_a_feature_list(site: HookSite) -> None:
+    xml = b"<domain type='kvm'><name>arm01</name><os><type arch='aarch64'>hvm</type></os></domain>"
+    run = site.hook("arm01", "prepare", xml)
+    assert run.exit_code == 1
+    assert "architecture mismatch: aarch64 guest cannot run on a x86_64 host" in run.stderr
+
+
+def test_host_name_from_config_wins(site: HookSite) -> None:
+    site.configure(host_name="rack7-node3")
+    run = site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    assert run.stderr.startswith("cpuguard: BLOCK db01 on rack7-node3 (live)")
+    assert site.records()[0]["host"] == "rack7-node3"
+
+
+def test_error_result_defaults_block_live_moves_and_allow_starts() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    migrate = error_result(
+        Event("vm1", "migrate", "migrate begin"), "boom", on_error=None, host="h", now=now, config_path=None
+    )
+    start = error_result(
+        Event("vm1", "start", "prepare begin"), "boom", on_error=None, host="h", now=now, config_path=None
+    )
+    assert migrate.exit_code == 1
+    assert migrate.message == (
+        "cpuguard: ERROR vm1 on h (live): could not decide: boom; on_error for migrate is block: "
+        "refusing the live migration here (the VM keeps running on its source host)"
+    )
+    assert start.exit_code == 0
+    assert start.message == (
+        "cpuguard: ERROR vm1 on h (cold): could not decide: boom; on_error for start is allow: "
+        "allowing the start here unchecked"
+    )
+    assert (start.record["verdict"], start.record["decision"], start.record["error"]) == ("error", "allow", "boom")
+    assert start.record["time"] == "2026-01-02T03:04:05.000+00:00"

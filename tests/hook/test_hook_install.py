@@ -1,0 +1,207 @@
+"""Installing the shim next to other tools' hooks, running it as libvirt does, uninstalling, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hook_helpers import DOMAINS, ROOT, HookSite, run_shim
+
+from cpuguard.errors import BadInput
+from cpuguard.hook import shim
+from cpuguard.hook.install import hook_path, install, reload_libvirt, uninstall
+from cpuguard.hook.status import status
+from cpuguard.hosts.synthetic import model_host
+from cpuguard.knowledge import load_knowledge
+from cpuguard.records import HostFacts
+
+OTHER_HOOK = "#!/bin/sh\n# another tool's qemu hook\nexit 0\n"
+
+
+def westmere(name: str | None) -> HostFacts:
+    return model_host("Westmere", load_knowledge(), name or "old-node")
+
+
+@pytest.fixture
+def hooks(tmp_path: Path) -> Path:
+    """/etc/libvirt/hooks with another tool's hooks already in place."""
+    root = tmp_path / "libvirt-hooks"
+    (root / "qemu.d").mkdir(parents=True)
+    for path in (root / "qemu", root / "qemu.d" / "other-tool"):
+        path.write_text(OTHER_HOOK)
+        path.chmod(0o755)
+    return root / "qemu.d"
+
+
+def test_template_is_the_shim_in_the_repository() -> None:
+    assert shim.template_path() == ROOT / "hooks" / "qemu"
+    text = shim.read_template()
+    assert text.startswith("#!/bin/sh\n")
+    assert len(text.splitlines()) < 50  # a shim, not a program
+    subprocess.run(["sh", "-n", str(shim.template_path())], check=True)
+
+
+def test_render_fills_every_setting_and_quotes_it() -> None:
+    settings = {name: f"/a path/{name}" for name in shim.SETTINGS}
+    text = shim.render(settings)
+    assert "@" not in "".join(line for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    assert "config='/a path/config'" in text
+    assert shim.read_settings(text) == settings
+
+
+def test_install_leaves_other_hooks_alone_and_is_idempotent(hooks: Path, site: HookSite) -> None:
+    first = install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    target = hook_path(hooks)
+    assert first.done == [f"installed {target}"]
+    assert first.needs_reload
+    assert os.access(target, os.X_OK)
+    assert (hooks / "other-tool").read_text() == OTHER_HOOK
+    assert (hooks.parent / "qemu").read_text() == OTHER_HOOK
+    settings = shim.read_settings(target.read_text())
+    assert settings["config"] == str(site.config)
+    assert (settings["on_error_migrate"], settings["on_error_restore"], settings["on_error_start"]) == ("1", "1", "0")
+
+    again = install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    assert again.done == [f"{target} is up to date"]
+    assert not again.needs_reload
+
+    site.configure(on_error={"start": "block"})
+    updated = install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    assert updated.done == [f"updated {target}"]
+    assert shim.read_settings(target.read_text())["on_error_start"] == "1"
+
+
+def test_install_never_overwrites_a_foreign_hook_of_the_same_name(hooks: Path, site: HookSite) -> None:
+    hook_path(hooks).write_text(OTHER_HOOK)
+    with pytest.raises(BadInput, match="exists and is not cpuguard's hook; not touching it"):
+        install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    assert hook_path(hooks).read_text() == OTHER_HOOK
+    with pytest.raises(BadInput, match="is not cpuguard's hook; not removing it"):
+        uninstall(hooks)
+    assert hook_path(hooks).read_text() == OTHER_HOOK
+
+
+def test_install_writes_a_config_and_a_first_snapshot_when_absent(hooks: Path, tmp_path: Path) -> None:
+    config = tmp_path / "cpuguard" / "config.yaml"
+    report = install(hooks, config, tmp_path / "cache", snapshot=westmere)
+    snapshot = config.parent / "host.json"
+    assert report.done == [
+        f"wrote {config} (defaults; see docs/config.md)",
+        f"wrote host snapshot {snapshot} from model:Westmere "
+        "(refresh it when hardware, microcode or kernel options change: docs/hook.md)",
+        f"installed {hook_path(hooks)}",
+    ]
+    assert json.loads(snapshot.read_text())["host"] == "old-node"
+    assert "on_error:\n  migrate: block\n  restore: block\n  start: allow\n" in config.read_text()
+    # the written config is valid, and a second install keeps it
+    config.write_text(config.read_text().replace("mode: enforce", "mode: warn"))
+    install(hooks, config, tmp_path / "cache", snapshot=westmere)
+    assert "mode: warn" in config.read_text()
+
+
+def test_installed_shim_decides_like_libvirt_runs_it(hooks: Path, site: HookSite) -> None:
+    install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    target = hook_path(hooks)
+    blocked = run_shim(target, "db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    assert blocked.exit_code == 1
+    assert blocked.stdout == ""
+    assert blocked.stderr.startswith("cpuguard: BLOCK db01 on old-node (live): missing abm, avx")
+    assert len(blocked.stderr.splitlines()) == 1
+    allowed = run_shim(target, "web01", "prepare", (DOMAINS / "web01.xml").read_bytes())
+    assert (allowed.exit_code, allowed.stdout) == (0, "")
+    assert run_shim(target, "web01", "started", b"").exit_code == 0
+    assert [r["vm"] for r in site.records()] == ["db01", "web01"]
+
+
+def test_shim_without_its_interpreter_follows_on_error(hooks: Path, site: HookSite, tmp_path: Path) -> None:
+    install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    target = hook_path(hooks)
+    text = target.read_text()
+    missing = tmp_path / "gone" / "python3"
+    target.write_text(text.replace(f"python={shim.read_settings(text)['python']}\n", f"python={missing}\n"))
+    message = (
+        f"cpuguard: hook cannot run: {missing} is missing (reinstall cpuguard, then run 'cpuguard hook install')\n"
+    )
+    migrate = run_shim(target, "db01", "migrate", b"<domain/>")
+    assert (migrate.exit_code, migrate.stderr) == (1, message)
+    start = run_shim(target, "db01", "prepare", b"<domain/>")
+    assert (start.exit_code, start.stderr) == (0, message)
+    assert run_shim(target, "db01", "release", b"").exit_code == 0
+
+
+def test_shim_without_cpuguard_on_its_path_follows_on_error(hooks: Path, site: HookSite) -> None:
+    install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    target = hook_path(hooks)
+    text = target.read_text()
+    path_line = f"python_path={shim.read_settings(text)['python_path']}"
+    target.write_text(text.replace(path_line, "python_path=/nonexistent") if path_line in text else text)
+    run = run_shim(target, "db01", "migrate", b"<domain/>")
+    assert run.exit_code == 1
+    assert run.stderr == "cpuguard: hook cannot run: No module named 'cpuguard'\n"
+
+
+def test_uninstall_removes_only_cpuguard(hooks: Path, site: HookSite) -> None:
+    install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    report = uninstall(hooks)
+    assert report.done == [f"removed {hook_path(hooks)} (configuration, host snapshot and audit log are kept)"]
+    assert sorted(p.name for p in hooks.iterdir()) == ["other-tool"]
+    assert site.config.exists() and site.snapshot.exists()
+    assert uninstall(hooks).done == [f"{hook_path(hooks)} is not installed"]
+
+
+def test_status_from_not_installed_to_live(hooks: Path, site: HookSite) -> None:
+    (check,) = status(hooks)
+    assert (check.name, check.ok) == ("hook", False)
+    assert check.detail.endswith("not installed (No such file or directory); run 'cpuguard hook install'")
+
+    install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    checks = {c.name: c for c in status(hooks)}
+    assert [c.ok for c in checks.values()] == [True, True, True, True, False]
+    assert checks["config"].detail == f"{site.config}: mode enforce, 3 VM policies in {site.policies}"
+    assert "libvirt finds new hooks only when it starts or reloads" in checks["live"].detail
+
+    # a decision by a hook run from a shell does not prove that libvirt runs it ...
+    run_shim(hook_path(hooks), "web01", "prepare", (DOMAINS / "web01.xml").read_bytes())
+    assert not {c.name: c for c in status(hooks)}["live"].ok
+    # ... one whose parent was libvirt's daemon does
+    record = {**site.records()[-1], "caller": "virtqemud"}
+    with site.audit_log.open("a") as log:
+        log.write(json.dumps(record) + "\n")
+    live = {c.name: c for c in status(hooks)}["live"]
+    assert live.ok
+    assert live.detail.endswith(f"web01 start -> warn ({site.audit_log})")
+
+
+def test_status_reports_a_broken_config(hooks: Path, site: HookSite) -> None:
+    install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    site.config.write_text("mode: sometimes\n")
+    checks = {c.name: c for c in status(hooks)}
+    assert not checks["config"].ok
+    assert checks["config"].detail == (
+        f"{site.config}: mode: 'sometimes' is not one of enforce, warn: the hook follows on_error until this is fixed"
+    )
+
+
+def test_reload_sends_sighup_to_the_daemon_in_the_pidfile(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile = tmp_path / "virtqemud.pid"
+        pidfile.write_text(f"{sleeper.pid}\n")
+        assert reload_libvirt([tmp_path / "absent.pid", pidfile]) == (
+            f"reloaded libvirt (SIGHUP to pid {sleeper.pid} from {pidfile})"
+        )
+        assert sleeper.wait(timeout=10) == -1  # SIGHUP's default action ends sleep
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+    with pytest.raises(BadInput, match="no running libvirt daemon found"):
+        reload_libvirt([tmp_path / "absent.pid"])
+
+
+def test_shipped_shim_is_executable() -> None:
+    assert os.access(ROOT / "hooks" / "qemu", os.X_OK)
+    assert shutil.which("sh")
