@@ -67,6 +67,8 @@ def parse_cpuinfo(
         model_name = first.get("model name", "")
     elif "Features" in first:  # aarch64 and other architectures Linux describes this way
         flags = frozenset.intersection(*(frozenset(b.get("Features", "").split()) for b in blocks))
+        if not flags:
+            raise BadInput(where, "empty 'Features' line")
         arch = "aarch64" if "CPU implementer" in first else platform.machine() or "unknown"
         vendor = first.get("CPU implementer", "")
         model_name = first.get("model name", first.get("CPU part", ""))

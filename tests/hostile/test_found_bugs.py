@@ -207,3 +207,11 @@ def test_cpuinfo_cut_in_its_flags_line_is_refused(knowledge: Knowledge) -> None:
     assert parse_cpuinfo(text.rstrip("\n"), "cpuinfo", knowledge.vocabulary).flags == parse_cpuinfo(
         text, "cpuinfo", knowledge.vocabulary
     ).flags
+
+
+def test_cpuinfo_with_a_cpu_without_features_is_refused(knowledge: Knowledge) -> None:
+    # Before (found by Hypothesis): an ARM-style copy whose second CPU had no Features line read
+    # as a host with no features at all, where the x86 branch refuses an empty 'flags' line.
+    text = "processor\t: 0\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n\nprocessor\t: 1\n"
+    with pytest.raises(BadInput, match=r"^cpuinfo: empty 'Features' line$"):
+        parse_cpuinfo(text, "cpuinfo", knowledge.vocabulary)
