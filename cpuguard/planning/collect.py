@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from cpuguard.errors import BadInput
 from cpuguard.hosts.snapshot import write_atomically, write_snapshot
 from cpuguard.hosts.sources import host_from_hypervisor
@@ -161,6 +159,17 @@ def _domain_states(out: Path, report: CollectReport) -> dict[str, dict[str, str]
     return states
 
 
+def inventory_text(description: str, hosts: Mapping[str, Any], vms: Mapping[str, Any]) -> str:
+    """An inventory in JSON syntax, one host or VM a line: valid YAML for every
+    reader, diffs well in git, and read by the json module (see yamlread)."""
+
+    def block(entries: Mapping[str, Any]) -> str:
+        lines = [f"    {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in entries.items()]
+        return "{\n" + ",\n".join(lines) + ("\n  }" if lines else "}")
+
+    return f'{{\n  "description": {json.dumps(description)},\n  "hosts": {block(hosts)},\n  "vms": {block(vms)}\n}}\n'
+
+
 def index(out: Path, report: CollectReport | None = None, *, now: datetime) -> CollectReport:
     """(Re)write ``out``/inventory.yaml and the collect report from the files in ``out``.
 
@@ -190,13 +199,9 @@ def index(out: Path, report: CollectReport | None = None, *, now: datetime) -> C
             continue
         host = running[0] if running else where[0][0]
         vms_out[vm] = {"host": host, "domain": f"domains/{host}/{vm}.xml"}
-    inventory = {
-        "description": f"collected by cpuguard inventory collect, {now.isoformat(timespec='seconds')}",
-        "hosts": {name: {"facts": f"hosts/{path.name}"} for name, path in sorted(facts.items())},
-        "vms": vms_out,
-    }
-    header = "# Written by cpuguard inventory collect / index: run it again rather than editing.\n"
-    write_atomically(out / INVENTORY_NAME, header + yaml.safe_dump(inventory, sort_keys=True, default_flow_style=None))
+    description = f"written by cpuguard inventory collect / index, {now.isoformat(timespec='seconds')}"
+    hosts_out = {name: {"facts": f"hosts/{path.name}"} for name, path in sorted(facts.items())}
+    write_atomically(out / INVENTORY_NAME, inventory_text(description, hosts_out, vms_out))
     problems = sorted(set(report.problems))
     document = {
         "cpuguard_collect": 1,

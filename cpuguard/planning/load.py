@@ -73,9 +73,8 @@ def _host_entries(raw: Any, path: Path, problems: list[Problem]) -> dict[str, Ho
         raise BadInput(path, "hosts: expected a mapping of host name -> facts, uri or source")
     for key, _value, line in yamlread.duplicates(hosts):
         first = yamlread.line_of(hosts, key)
-        problems.append(
-            Problem("host", str(key), f"listed twice in {path} (lines {first} and {line}); the first is used")
-        )
+        lines = f" (lines {first} and {line})" if first and line else ""
+        problems.append(Problem("host", str(key), f"listed twice in {path}{lines}; the first is used"))
     for key, entry in hosts.items():
         name = str(key)
         try:
@@ -91,6 +90,17 @@ def _host_entries(raw: Any, path: Path, problems: list[Problem]) -> dict[str, Ho
             value = str(path.parent / value)
         entries[name] = HostEntry(name, value, entry.get("cluster"))
     return entries
+
+
+def _string_keys(schema: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(k for k, v in schema.get("properties", {}).items() if v == {"type": "string"})
+
+
+def _plain_entry(entry: Any, schema: Mapping[str, Any]) -> bool:
+    """An entry the schema certainly accepts: string-typed keys with string values
+    (10,000 of them are checked in a blink; anything else goes to the schema walker)."""
+    keys = _string_keys(schema)
+    return isinstance(entry, dict) and entry.keys() <= keys and all(isinstance(v, str) for v in entry.values())
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,7 @@ def _vm_entries(
         name = str(key)
         places = listed[name]
         if len(places) > 1:
-            where = " and ".join(f"{h or 'no host'} (line {line})" for h, line in places)
+            where = " and ".join(f"{h or 'no host'}{f' (line {line})' if line else ''}" for h, line in places)
             if len(vm_hosts[name]) > 1:
                 problems.append(
                     Problem("vm", name, f"listed on two hosts in {path}: {where}; left out of the plan", vm_hosts[name])
@@ -130,7 +140,8 @@ def _vm_entries(
                 continue
             problems.append(Problem("vm", name, f"listed twice in {path}: {where}; the first is used", vm_hosts[name]))
         try:
-            validate(entry, schema, path, ("vms", name))
+            if not _plain_entry(entry, schema):  # the common case, checked without the schema walker
+                validate(entry, schema, path, ("vms", name))
         except BadInput as exc:
             problems.append(Problem("vm", name, exc.line(), vm_hosts[name]))
             continue
@@ -218,6 +229,74 @@ def _collect_problems(inventory: Path) -> list[Problem]:
         return [Problem("inventory", str(report), f"{report}: unreadable collect report ({exc})")]
 
 
+#: Below this many domain files, reading them in this process is faster than starting workers.
+PARALLEL_DOMAINS = 2000
+
+
+def _read_domain_chunk(chunk: list[tuple[str, str]]) -> list[tuple[str, Domain | str]]:
+    """In a worker: parse domain files; a failure comes back as its one-line message."""
+    from cpuguard.knowledge import load_knowledge
+
+    knowledge = load_knowledge()  # inherited from the parent through fork: no reload
+    result: list[tuple[str, Domain | str]] = []
+    for name, path in chunk:
+        try:
+            result.append((name, read_domain(Path(path), knowledge)))
+        except CpuguardError as exc:
+            result.append((name, str(exc)))
+    return result
+
+
+class DomainReader:
+    """Domain XML files, parsed on every core when there are thousands of them.
+
+    Parsing 10,000 definitions takes most of a second in one process; forked
+    workers share the loaded knowledge and return plain records. Fork only
+    when this process runs no other thread (a hung libvirt connection from
+    ``_read_hosts`` may), else parse here.
+    """
+
+    def __init__(self, files: Mapping[str, Path], knowledge: Knowledge, *, threshold: int = PARALLEL_DOMAINS) -> None:
+        self.files = files
+        self.threshold = threshold
+        self.knowledge = knowledge
+        self.results: dict[str, Domain | str] = {}
+        self.pending: list[Any] = []
+        self.pool: Any = None
+
+    def __enter__(self) -> DomainReader:
+        import os
+        import threading
+
+        workers = min(os.cpu_count() or 1, 8)
+        if len(self.files) < self.threshold or workers < 2 or threading.active_count() > 1:
+            return self
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        items = [(name, str(path)) for name, path in sorted(self.files.items())]
+        size = -(-len(items) // (workers * 4))
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        self.pending = [self.pool.submit(_read_domain_chunk, items[i : i + size]) for i in range(0, len(items), size)]
+        return self
+
+    def get(self, name: str) -> Domain:
+        if self.pending:
+            for future in self.pending:
+                self.results.update(future.result())
+            self.pending = []
+        found = self.results.get(name)
+        if found is None:
+            return read_domain(self.files[name], self.knowledge)
+        if isinstance(found, str):
+            raise CpuguardError(found)
+        return found
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def load_fleet(
     policies: Path,
     knowledge: Knowledge,
@@ -241,22 +320,29 @@ def load_fleet(
     vm_entries, vm_hosts = _vm_entries(raw, path, set(entries) | _unreadable(problems), problems)
     hosts, live_xml = _read_hosts(entries, vm_entries, knowledge, problems, timeout=timeout, connector=connector)
     policy_files = _policy_files(policies)
-    vms: dict[str, VmSpec] = {}
-    for name, entry in sorted(vm_entries.items()):
-        on = (entry.host,) if entry.host else ()
-        domain: Domain | None = None
-        policy: VmPolicy | None = None
-        try:
-            if entry.domain is not None:
-                domain = read_domain(entry.domain, knowledge)
-            elif name in live_xml:
-                domain = parse_domain(live_xml[name], f"{entries[entry.host or ''].source}#{name}", knowledge)
-            if name in policy_files:
-                policy = _read_policy(policy_files[name], name, knowledge)
-        except CpuguardError as exc:
-            problems.append(Problem("vm", name, str(exc), on))
-            continue
-        vms[name] = VmSpec(name, entry.host, domain, policy)
+    files = {name: e.domain for name, e in vm_entries.items() if e.domain is not None}
+    with DomainReader(files, knowledge) as domains:
+        # policies are read here while the workers parse domain XML
+        policy_of: dict[str, VmPolicy | None] = {}
+        for name, entry in sorted(vm_entries.items()):
+            try:
+                policy_of[name] = _read_policy(policy_files[name], name, knowledge) if name in policy_files else None
+            except CpuguardError as exc:
+                problems.append(Problem("vm", name, str(exc), (entry.host,) if entry.host else ()))
+        vms: dict[str, VmSpec] = {}
+        for name, entry in sorted(vm_entries.items()):
+            if name not in policy_of:
+                continue
+            domain: Domain | None = None
+            try:
+                if entry.domain is not None:
+                    domain = domains.get(name)
+                elif name in live_xml:
+                    domain = parse_domain(live_xml[name], f"{entries[entry.host or ''].source}#{name}", knowledge)
+            except CpuguardError as exc:
+                problems.append(Problem("vm", name, str(exc), (entry.host,) if entry.host else ()))
+                continue
+            vms[name] = VmSpec(name, entry.host, domain, policy_of[name])
     clusters = {name: e.cluster for name, e in entries.items() if e.cluster}
     return PlanFleet(path, policies, entries, hosts, vms, vm_hosts, tuple(sorted(set(problems))), clusters)
 

@@ -118,29 +118,69 @@ def _policy_key(policy: VmPolicy | None) -> object:
     return (policy.mode, policy.level, policy.features, policy.model_features, binaries)
 
 
-def _group_key(vm: VmSpec, hosts: Mapping[str, HostFacts]) -> tuple[object, ...]:
-    """VMs with equal keys get equal requirements (up to the file names in their origins)."""
-    domain = vm.domain
-    return (
-        (domain.arch, domain.cpu) if domain else None,
-        _policy_key(vm.policy),
-        vm.host if vm.host in hosts else None,
-    )
+@dataclass(frozen=True)
+class _Needs:
+    """The part of a VM's requirements the matrix compares (no provenance)."""
+
+    arch: str
+    vendor: str | None
+    features: frozenset[str]
+    forbidden: frozenset[str]
+    mode: str
+    notes: tuple[str, ...]
 
 
-def _requirement_groups(
-    vms: Sequence[VmSpec], hosts: Mapping[str, HostFacts], knowledge: Knowledge
-) -> dict[tuple[object, ...], dict[Move, Requirements]]:
-    groups: dict[tuple[object, ...], dict[Move, Requirements]] = {}
-    for vm in vms:
-        key = _group_key(vm, hosts)
-        if key not in groups:
-            source = hosts.get(vm.host) if vm.host else None
-            groups[key] = {
-                move: build_requirements(vm.name, vm.domain, vm.policy, move, knowledge, source_host=source)
-                for move in MOVES
-            }
-    return groups
+class _RequirementCache:
+    """Requirements per VM, built with ``build_requirements`` but not once per VM.
+
+    ``build_requirements`` adds the policy's needs to those of the domain
+    definition (and, for a live move, of the current host), and only the
+    latter decide architecture, vendor, forbidden features and notes. So the
+    two parts are built separately, each once per distinct input -- the domain
+    part per (CPU definition, current host's CPU), the policy part per policy
+    content -- and joined by set union. The tests check on random fleets that
+    this equals ``build_requirements`` of the whole VM, cell by cell.
+    """
+
+    def __init__(self, hosts: Mapping[str, HostFacts], knowledge: Knowledge) -> None:
+        self.hosts = hosts
+        self.knowledge = knowledge
+        self.domain_part: dict[tuple[object, ...], Requirements] = {}
+        self.policy_part: dict[tuple[object, ...], frozenset[str]] = {}
+        self.joined: dict[tuple[object, ...], _Needs] = {}
+
+    def needs(self, vm: VmSpec, move: Move) -> _Needs:
+        source = self.hosts.get(vm.host) if vm.host else None
+        domain = vm.domain
+        domain_key = (
+            move,
+            (domain.arch, domain.cpu) if domain else None,
+            (source.arch, source.vendor, source.flags) if source else None,
+        )
+        policy_key = (move, _policy_key(vm.policy))
+        joined = self.joined.get((domain_key, policy_key))
+        if joined is not None:
+            return joined
+        base = self.domain_part.get(domain_key)
+        if base is None:
+            base = build_requirements(vm.name, domain, None, move, self.knowledge, source_host=source)
+            self.domain_part[domain_key] = base
+        workload = self.policy_part.get(policy_key)
+        if workload is None:
+            workload = frozenset()
+            if vm.policy is not None:
+                workload = build_requirements(vm.name, None, vm.policy, move, self.knowledge).features
+            self.policy_part[policy_key] = workload
+        joined = _Needs(
+            arch=base.arch,
+            vendor=base.vendor,
+            features=base.features | workload,
+            forbidden=frozenset(n.feature for n in base.forbidden),
+            mode=vm.policy.mode if vm.policy else "enforce",
+            notes=base.notes,
+        )
+        self.joined[(domain_key, policy_key)] = joined
+        return joined
 
 
 @cache
@@ -182,23 +222,29 @@ def compute_matrix(
     for column, cls in enumerate(host_class_of):
         columns_of_class[cls] |= 1 << column
 
-    need_keys: dict[tuple[object, ...], int] = {}
+    NeedKey = tuple[Move, str, str | None, frozenset[str], frozenset[str]]
+    need_keys: dict[NeedKey, int] = {}
     need_members: list[list[str]] = []
-    need_info: list[tuple[Move, str, str | None, frozenset[str], frozenset[str]]] = []
+    need_info: list[NeedKey] = []
     rows: list[MatrixVm] = []
-    groups = _requirement_groups(vms, hosts, knowledge)
-    group_class: dict[tuple[object, ...], dict[Move, int]] = {}
-    for gkey, reqs in groups.items():
+    cache = _RequirementCache(hosts, knowledge)
+    ordered = sorted(vms, key=lambda v: v.name)
+    vm_classes: list[dict[Move, int]] = []
+    vm_needs: list[_Needs] = []
+    for vm in ordered:
         classes: dict[Move, int] = {}
-        for move, req in reqs.items():
-            features = req.features
-            forbidden = frozenset(n.feature for n in req.forbidden)
-            cls = need_keys.setdefault((move, req.arch, req.vendor, features, forbidden), len(need_keys))
+        for move in MOVES:
+            needs = cache.needs(vm, move)
+            need_key = (move, needs.arch, needs.vendor, needs.features, needs.forbidden)
+            cls = need_keys.setdefault(need_key, len(need_keys))
             if cls == len(need_info):
-                need_info.append((move, req.arch, req.vendor, features, forbidden))
+                need_info.append(need_key)
                 need_members.append([])
+            need_members[cls].append(vm.name)
             classes[move] = cls
-        group_class[gkey] = classes
+            if move is Move.LIVE:
+                vm_needs.append(needs)
+        vm_classes.append(classes)
 
     cells: dict[tuple[int, int], ClassCell] = {}
     accepted: list[int] = []
@@ -216,13 +262,8 @@ def compute_matrix(
                 ok_columns |= columns_of_class[h]
         accepted.append(ok_columns)
 
-    for vm in sorted(vms, key=lambda v: v.name):
-        gkey = _group_key(vm, hosts)
-        classes = group_class[gkey]
-        reqs = groups[gkey]
+    for vm, classes, needs in zip(ordered, vm_classes, vm_needs, strict=True):
         own = 1 << column_of[vm.host] if vm.host in column_of else 0
-        for move in MOVES:
-            need_members[classes[move]].append(vm.name)
         rows.append(
             MatrixVm(
                 name=vm.name,
@@ -231,8 +272,8 @@ def compute_matrix(
                 cold=classes[Move.COLD],
                 live_targets=(accepted[classes[Move.LIVE]] & ~own).bit_count(),
                 cold_targets=(accepted[classes[Move.COLD]] & ~own).bit_count(),
-                mode=reqs[Move.LIVE].mode,
-                notes=reqs[Move.LIVE].notes,
+                mode=needs.mode,
+                notes=needs.notes,
             )
         )
     need_classes = tuple(

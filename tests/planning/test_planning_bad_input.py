@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,11 +111,14 @@ def test_broken_inventory_entries(tmp_path: Path, knowledge: Knowledge) -> None:
     assert sorted(fleet.hosts) == ["mid-node", "new-node", "old-node"]
 
 
+RELEASE = threading.Event()
+
+
 class SlowHypervisor:
     uri = "qemu+ssh://slow/system"
 
     def capabilities(self) -> str:
-        time.sleep(5)
+        RELEASE.wait(10)  # hangs like an unreachable ssh host, until the test lets it go
         return ""
 
     def domain_capabilities(self, arch: str | None = None) -> str:
@@ -146,6 +150,7 @@ def test_a_host_that_times_out(tmp_path: Path, knowledge: Knowledge) -> None:
     fleet = load_fleet(policies, knowledge, timeout=0.3, connector=slow_connector)
     assert time.monotonic() - started < 3
     assert fleet.problems == (Problem("host", "slow", "qemu+ssh://slow/system: no answer within 0.3 s"),)
+    RELEASE.set()
     plan = evacuate("new-node", list(fleet.vms.values()), fleet.hosts, knowledge, problems=fleet.problems)
     assert plan.problems == fleet.problems and [v.vm for v in plan.vms] == ["pbx01"]
 
@@ -165,3 +170,43 @@ def test_a_live_libvirt_host(tmp_path: Path, knowledge: Knowledge) -> None:
     lab = next(c for c in plan.vms[0].candidates if c.host == "lab")
     assert lab.live.problems == ("architecture mismatch: x86_64 guest cannot run on a i686 host",)
     assert plan.vms[0].safe == ("new-node", "old-node")
+
+
+def test_domains_parsed_in_workers_equal_those_parsed_here(tmp_path: Path, knowledge: Knowledge) -> None:
+    from cpuguard.domain import read_domain
+    from cpuguard.errors import CpuguardError
+    from cpuguard.planning.load import DomainReader
+
+    policies = copy_example(tmp_path)
+    (policies / "domains" / "broken.xml").write_text("<domain><name>broken</name>", encoding="utf-8")
+    files = {p.stem: p for p in sorted((policies / "domains").glob("*.xml"))}
+    deadline = time.monotonic() + 10
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # threads of earlier tests finishing: workers are forked only without them
+    with DomainReader(files, knowledge, threshold=1) as reader:
+        assert reader.pool is not None  # really in worker processes
+        for name, path in files.items():
+            if name == "broken":
+                try:
+                    reader.get(name)
+                except CpuguardError as exc:
+                    assert "malformed XML" in str(exc) and str(path) in str(exc)
+                else:
+                    raise AssertionError("a broken file must fail")
+            else:
+                assert reader.get(name) == read_domain(path, knowledge)
+
+
+def test_json_syntax_inventory_reports_duplicates(tmp_path: Path, knowledge: Knowledge) -> None:
+    policies = copy_example(tmp_path)
+    write_inventory(
+        policies,
+        '{"hosts": {"new-node": {"facts": "hosts/new-node.xml"}, "mid-node": {"facts": "hosts/mid-node.xml"}},\n'
+        ' "vms": {"pbx01": {"host": "new-node", "domain": "domains/pbx01.xml"},\n'
+        '         "db01": {"host": "new-node", "domain": "domains/db01.xml"},\n'
+        '         "db01": {"host": "mid-node", "domain": "domains/db01.xml"}}}\n',
+    )
+    fleet = load_fleet(policies, knowledge)
+    assert [(p.kind, p.name, p.hosts) for p in fleet.problems] == [("vm", "db01", ("mid-node", "new-node"))]
+    assert fleet.problems[0].message.endswith("new-node and mid-node; left out of the plan")
+    assert sorted(fleet.vms) == ["pbx01"]
