@@ -86,7 +86,10 @@ def finish(
     baseline = _baseline()
     isa_level = props.needed_level
     compiled_for = level_features(isa_level) if isa_level else frozenset()
-    result = classify(program, codes, table, knowledge, baseline, prepared.library_reason, compiled_for)
+    result = classify(
+        program, codes, table, knowledge, baseline, prepared.library_reason, compiled_for,
+        level_features("x86-64-v1"),
+    )  # fmt: skip
     required = list(result.required)
     have = {u.feature for u in required}
     for feature in sorted(compiled_for - have):
@@ -109,7 +112,8 @@ def finish(
     notes.extend(result.notes)
 
     level_needs = have & _all_level_features()
-    level = lowest_level_covering(level_needs) if have else None
+    # Every x86-64 program needs at least the x86-64 baseline.
+    level = lowest_level_covering(level_needs) or LEVEL_NAMES[0] if level_needs else LEVEL_NAMES[0]
     if isa_level and (level is None or LEVEL_NAMES.index(isa_level) > LEVEL_NAMES.index(level)):
         level = isa_level
     return FileScan(
@@ -128,3 +132,31 @@ def finish(
         needed_libraries=tuple(program.needed),
         runpath=tuple(program.runpath),
     )
+
+
+def analyze_file(path: str, sha256: str, name: str) -> FileScan:
+    """Scan one file start to finish (run in a worker process by the scanner)."""
+    import os
+
+    from cpuguard.scan.decode import decode_spans
+    from cpuguard.scan.features import default_feature_table
+    from cpuguard.scan.knowledge import load_dispatch_knowledge
+
+    knowledge = load_dispatch_knowledge()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        return FileScan(path, sha256, skipped=exc.strerror or str(exc))
+    try:
+        size = os.fstat(fd).st_size
+        source = elf.FileSource(fd, size)
+        try:
+            prepared = prepare(path, source, sha256, knowledge, name)
+            codes = decode_spans(source.read, prepared.spans, prepared.immediates)
+        except elf.ElfError as exc:
+            return FileScan(path, sha256, size, skipped=str(exc))
+        except OSError as exc:
+            return FileScan(path, sha256, size, skipped=exc.strerror or str(exc))
+        return finish(prepared, codes, default_feature_table(), knowledge)
+    finally:
+        os.close(fd)

@@ -19,6 +19,7 @@ decoded summaries and returns records.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,26 +45,23 @@ class Classification:
 
 @dataclass
 class _Facts:
-    needed: dict[str, int]
+    needed: dict[str, int]  # features beyond the x86-64 baseline -> instructions
     checked: dict[str, tuple[int, str]]
     cpuid: bool
     instructions: int
-    mix: dict[str, int]  # mnemonic -> count
+    mix: dict[int, int]  # instruction code -> count (the function's shape)
 
 
-def _facts(code: FunctionCode, table: FeatureTable, unnamed: dict[str, int]) -> _Facts:
+def _facts(
+    code: FunctionCode, table: FeatureTable, notable: frozenset[int], probes: frozenset[int],
+    unnamed: dict[str, int],
+) -> _Facts:  # fmt: skip
     counts, _ = code
     needed: dict[str, int] = {}
     checked: dict[str, tuple[int, str]] = {}
-    cpuid = False
-    total = 0
-    mix: dict[str, int] = {}
-    for code_value, n in counts.items():
-        total += n
+    for code_value in notable.intersection(counts):
+        n = counts[code_value]
         info = table[code_value]
-        mix[info.mnemonic] = mix.get(info.mnemonic, 0) + n
-        if info.mnemonic in ("CPUID", "XGETBV"):
-            cpuid = True
         if info.use is Use.NEEDED:
             for feature in info.features:
                 needed[feature] = needed.get(feature, 0) + n
@@ -73,7 +71,8 @@ def _facts(code: FunctionCode, table: FeatureTable, unnamed: dict[str, int]) -> 
             for feature in info.features:
                 old = checked.get(feature, (0, info.why))
                 checked[feature] = (old[0] + n, old[1])
-    return _Facts(needed, checked, cpuid, total, mix)
+    cpuid = not probes.isdisjoint(counts)
+    return _Facts(needed, checked, cpuid, sum(counts.values()), counts)
 
 
 def _address_set(ranges: Sequence[tuple[int, int]]) -> set[int]:
@@ -130,12 +129,14 @@ class _Graph:
         self.dispatcher: list[bool] = []
         self.variant: list[bool] = []
         for i, fn in enumerate(functions):
-            refs = codes[i][1]
+            refs = codes[i][1]  # sorted
             targets: list[int] = []
-            if fn.origin not in (GAP, PLT):
-                for r in refs:
-                    j = index.get(r)
-                    if j is None and low <= r < high:
+            if fn.origin not in (GAP, PLT) and refs:
+                # Only references into code can be edges; most hit a function's start.
+                inside = refs[bisect_left(refs, low) : bisect_left(refs, high)]
+                found = list(map(index.get, inside))
+                for r, j in zip(inside, found, strict=True):
+                    if j is None:
                         j = program.containing(r)
                     if j is not None and j != i:
                         targets.append(j)
@@ -144,7 +145,7 @@ class _Graph:
                 facts[i].cpuid
                 or fn.start in program.resolvers
                 or not state_addresses.isdisjoint(refs)
-                or any(t in queries for t in targets)
+                or not queries.isdisjoint(targets)
             )
             self.dispatcher.append(bool(checks) and fn.origin not in (GAP, PLT))
             beyond = any(f not in baseline for f in facts[i].needed)
@@ -160,7 +161,7 @@ TWIN_SIZE_RATIO = 1.3
 TWIN_MIN_INSTRUCTIONS = 16
 
 
-def _similarity(a: dict[str, int], b: dict[str, int]) -> float:
+def _similarity(a: dict[int, int], b: dict[int, int]) -> float:
     keys = a.keys() | b.keys()
     low = sum(min(a.get(k, 0), b.get(k, 0)) for k in keys)
     high = sum(max(a.get(k, 0), b.get(k, 0)) for k in keys)
@@ -316,15 +317,20 @@ def classify(
     baseline: frozenset[str],
     library_reason: str | None = None,
     compiled_for: frozenset[str] = frozenset(),
+    psabi_baseline: frozenset[str] = frozenset(),
 ) -> Classification:
     """Split the features found in ``codes`` into required and dispatched.
 
-    ``baseline`` is x86-64-v1 (never dispatched); ``library_reason`` says the
+    Instructions needing only ``psabi_baseline`` features (x86-64-v1: every
+    x86-64 CPU has them) are not counted. ``baseline`` (what every x86-64
+    CPU model has) is never dispatched; ``library_reason`` says the
     file is a library known to dispatch at run time, so reachable non-baseline
     code is dispatched unless in ``compiled_for`` (the ISA note's level).
     """
     unnamed: dict[str, int] = {}
-    facts = [_facts(c, table, unnamed) for c in codes]
+    notable = table.notable(psabi_baseline)
+    probes = table.probes()
+    facts = [_facts(c, table, notable, probes, unnamed) for c in codes]
     graph = _Graph(program, codes, facts, knowledge, baseline)
     roots = _roots(program, graph)
     reachable = _reachable(graph, roots)

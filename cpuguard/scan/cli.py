@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class _Bar:
-    """A progress bar on stderr, driven by bytes of code decoded."""
+    """A progress bar on stderr, driven by bytes of files analysed."""
 
     def __init__(self) -> None:
         self.bar: Any = None
@@ -32,12 +32,12 @@ class _Bar:
 
     def __call__(self, event: Progress) -> None:
         if self.bar is None:
-            self.bar = click.progressbar(length=max(event.code_total, 1), label="scanning", file=sys.stderr)
+            self.bar = click.progressbar(length=max(event.bytes_total, 1), label="scanning", file=sys.stderr)
             self.bar.__enter__()
-        self.bar.length = max(event.code_total, 1)
-        if event.code_done > self.shown:
-            self.bar.update(event.code_done - self.shown)
-            self.shown = event.code_done
+        self.bar.length = max(event.bytes_total, 1)
+        if event.bytes_done > self.shown:
+            self.bar.update(event.bytes_done - self.shown)
+            self.shown = event.bytes_done
 
     def close(self) -> None:
         if self.bar is not None:

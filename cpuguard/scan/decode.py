@@ -44,6 +44,11 @@ _REF_MNEMONICS = frozenset(
 _IMM_CODES = frozenset({Code.MOV_R32_IMM32, Code.MOV_RM64_IMM32, Code.PUSHQ_IMM32})
 
 INVALID = Code.INVALID
+# Bytes of NOP, multi-byte NOP (0F 1F /0 with prefixes), INT3 and zero padding.
+# Whatever instructions a run of only these bytes decodes to (NOPs, Jcc, CMOVcc,
+# SETcc, UCOMISS...) needs nothing beyond x86-64-v1, so such runs are skipped.
+PADDING_BYTES = bytes([0x90, 0xCC, 0x00, 0x0F, 0x1F, 0x66, 0x2E, 0x84, 0x40, 0x44, 0x80])
+PADDING_MAX = 64
 CHUNK = 4 << 20
 
 
@@ -89,14 +94,25 @@ class Span:
 
 # (instruction code -> count, addresses referenced outside the span)
 FunctionCode = tuple[dict[int, int], tuple[int, ...]]
+EMPTY: FunctionCode = ({}, ())
+
+try:  # the C helper behind Counter.update, without its per-call type checks
+    from collections import _count_elements as _count  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - other Python implementations
+
+    def _count(mapping: dict[int, int], iterable: Sequence[int]) -> None:
+        mapping.update(Counter(iterable))
 
 
 def decode_span(code: bytes, start: int, immediates: bool) -> FunctionCode:
     """Summarize the instructions in ``code`` loaded at ``start``."""
+    if len(code) <= PADDING_MAX and not code.translate(None, PADDING_BYTES):
+        return EMPTY  # alignment padding between functions: NOPs, INT3, zeros
     tables = code_tables()
     insts = list(Decoder(64, code, ip=start))
     codes = list(map(_CODE, insts))
-    counts = dict(Counter(codes))
+    counts: dict[int, int] = {}
+    _count(counts, codes)
     refs: set[int] = set(map(_TARGET, compress(insts, map(tables.branch.__getitem__, codes))))
     memrefs = list(compress(insts, map(tables.memref.__getitem__, codes)))
     if memrefs:
@@ -104,14 +120,15 @@ def decode_span(code: bytes, start: int, immediates: bool) -> FunctionCode:
     if immediates:
         refs.update(map(_IMM32, compress(insts, map(tables.immediate.__getitem__, codes))))
     end = start + len(code)
-    return counts, tuple(sorted(r for r in refs if not start <= r < end and r))
+    return counts, tuple(sorted([r for r in refs if not start <= r < end and r]))
 
 
 def decode_spans(read: Callable[[int, int], bytes], spans: Sequence[Span], immediates: bool) -> list[FunctionCode]:
-    """Decode ``spans``, reading their bytes with ``read(offset, size)``.
+    """Decode ``spans`` (sorted by address), reading their bytes with ``read(offset, size)``.
 
-    Neighbouring spans are read together (up to ``CHUNK`` bytes at a time) so
-    that a file with thousands of small functions costs few system calls.
+    Runs of spans that are adjacent in the file (up to ``CHUNK`` bytes) are
+    read with one system call. Each span gets its own decoder: one pass over
+    a whole run and a split by address measured slower (large lists).
     """
     results: list[FunctionCode] = []
     i = 0
@@ -120,16 +137,16 @@ def decode_spans(read: Callable[[int, int], bytes], spans: Sequence[Span], immed
         j = i + 1
         while (
             j < len(spans)
+            and spans[j].offset - spans[j - 1].offset == spans[j].start - spans[j - 1].start
+            and spans[j].start >= spans[j - 1].start + spans[j - 1].size
             and spans[j].offset + spans[j].size - first.offset <= CHUNK
-            and spans[j].offset >= spans[j - 1].offset
         ):
             j += 1
         last = spans[j - 1]
-        block = read(first.offset, max(first.size, last.offset + last.size - first.offset))
+        block = read(first.offset, last.offset + last.size - first.offset)
         for span in spans[i:j]:
             at = span.offset - first.offset
-            code = block[at : at + span.size]
-            results.append(decode_span(code, span.start, immediates))
+            results.append(decode_span(block[at : at + span.size], span.start, immediates))
         i = j
     return results
 

@@ -99,6 +99,9 @@ def load_instruction_knowledge(path: Path = DATA_FILE) -> InstructionKnowledge:
     return parse_knowledge(raw, path)
 
 
+PROBES = frozenset({"CPUID", "XGETBV"})
+
+
 class FeatureTable:
     """Instruction code -> :class:`CodeInfo`, computed lazily and cached."""
 
@@ -113,6 +116,31 @@ class FeatureTable:
         if info is None:
             info = self._cache[code] = self._compute(code)
         return info
+
+    @cache  # noqa: B019 - one table per process, kept for its lifetime
+    def notable(self, ignore: frozenset[str]) -> frozenset[int]:
+        """Codes that matter beyond ``ignore``: they need other features, are
+        checked before use, need an unnamed extension, or probe the CPU."""
+        from cpuguard.scan.decode import code_count
+
+        result = set()
+        for code in range(code_count()):
+            info = self[code]
+            if (
+                info.mnemonic in PROBES
+                or info.unnamed
+                or info.use is Use.CHECKED
+                or (info.use is Use.NEEDED and not set(info.features) <= ignore)
+            ):
+                result.add(code)
+        return frozenset(result)
+
+    @cache  # noqa: B019
+    def probes(self) -> frozenset[int]:
+        """Codes of CPUID and XGETBV: a function running them examines the CPU."""
+        from cpuguard.scan.decode import code_count
+
+        return frozenset(c for c in range(code_count()) if self[c].mnemonic in PROBES)
 
     def _compute(self, code: int) -> CodeInfo:
         feature_names, mnemonic_names, _ = _iced_names()

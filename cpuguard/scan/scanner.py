@@ -1,11 +1,12 @@
 """``scan_paths``: scan files and directories and return a :class:`ScanReport`.
 
-Files are taken in batches: each file is hashed, looked up in the cache,
-and otherwise its ELF metadata is read; then the code of the whole batch is
-decoded, in a process pool when there is enough of it, and classified.
-Memory stays bounded by the batch, whatever the size of the tree. A file
-that cannot be scanned becomes a skipped entry with a reason; only the
-caller decides whether "nothing scanned" is an error.
+Every file is identified and hashed here; unchanged files come from the
+cache; the others are analysed one file per task, in a process pool when
+there is enough work for more than one CPU (largest first, so that a big
+file does not start last). A worker reads one file's sections at a time,
+so memory is bounded by the largest file's metadata and code section, not
+by the tree. A file that cannot be scanned becomes a skipped entry with a
+reason; only the caller decides whether "nothing scanned" is an error.
 """
 
 from __future__ import annotations
@@ -15,27 +16,23 @@ import multiprocessing
 import os
 import stat
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 
 from cpuguard.scan import elf
-from cpuguard.scan.analyze import Prepared, finish, prepare
+from cpuguard.scan.analyze import analyze_file
 from cpuguard.scan.cache import ScanCache, default_cache_dir
-from cpuguard.scan.decode import FunctionCode, Span, decode_file_spans
-from cpuguard.scan.features import default_feature_table
-from cpuguard.scan.knowledge import load_dispatch_knowledge
 from cpuguard.scan.records import FileScan, ScanReport
 from cpuguard.scan.summary import totals
 from cpuguard.scan.walk import Target, expand, library_search_dirs, resolve_library
 
 NOT_ELF = "not an ELF file"
-BATCH_BYTES = 64 << 20  # code decoded per batch
-CHUNK_BYTES = 512 << 10  # code per pool task
-PARALLEL_MIN_BYTES = 2 << 20  # below this, a pool costs more than it saves
+PARALLEL_MIN_BYTES = 4 << 20  # less work than this is done faster without a pool
+CHANGED = "the file changed while it was being scanned"
 
 
 class DefaultCache(Enum):
@@ -48,19 +45,21 @@ class DefaultCache(Enum):
 class Progress:
     files_done: int
     files_total: int  # known so far (grows while directories are walked)
-    code_done: int
-    code_total: int
+    bytes_done: int  # of files analysed (cache hits count as done)
+    bytes_total: int
     path: str
 
 
 ProgressCallback = Callable[[Progress], None]
 
 
-@dataclass
-class _Pending:
+@dataclass(frozen=True)
+class _Job:
     index: int
-    prepared: Prepared
-    identity: tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns) when opened
+    path: str
+    sha256: str
+    size: int
+    identity: tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns) when hashed
 
 
 def _utcnow() -> datetime:
@@ -71,166 +70,8 @@ def _identity(info: os.stat_result) -> tuple[int, int, int]:
     return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-class _Scan:
-    def __init__(
-        self,
-        cache: ScanCache | None,
-        progress: ProgressCallback | None,
-        jobs: int,
-    ) -> None:
-        self.cache = cache
-        self.progress = progress
-        self.jobs = jobs
-        self.table = default_feature_table()
-        self.knowledge = load_dispatch_knowledge()
-        self.results: list[FileScan | None] = []
-        self.files_done = 0
-        self.code_done = 0
-        self.code_total = 0
-        self.executor: Executor | None = None
-
-    def report(self, path: str) -> None:
-        if self.progress is not None:
-            self.progress(Progress(self.files_done, len(self.results), self.code_done, self.code_total, path))
-
-    def add(self, scan: FileScan) -> None:
-        self.results.append(scan)
-        self.files_done += 1
-        self.report(scan.path)
-
-    # -- one file ------------------------------------------------------------
-
-    def open(self, target: Target) -> _Pending | None:
-        """Hash and prepare one file; records a finished or skipped result itself."""
-        path = target.path
-        if target.problem is not None:
-            self.add(FileScan(path, skipped=target.problem))
-            return None
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            self.add(FileScan(path, skipped=exc.strerror or str(exc)))
-            return None
-        try:
-            return self._open_fd(path, fd)
-        finally:
-            os.close(fd)
-
-    def _open_fd(self, path: str, fd: int) -> _Pending | None:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            self.add(FileScan(path, skipped="not a regular file"))
-            return None
-        size = info.st_size
-        if size == 0:
-            self.add(FileScan(path, size=0, skipped="empty file"))
-            return None
-        try:
-            elf.sniff(os.pread(fd, 64, 0))
-        except elf.NotElf:
-            self.add(FileScan(path, size=size, skipped=NOT_ELF))
-            return None
-        except elf.ElfError as exc:
-            self.add(FileScan(path, size=size, skipped=str(exc)))
-            return None
-        except OSError as exc:
-            self.add(FileScan(path, size=size, skipped=exc.strerror or str(exc)))
-            return None
-        try:
-            with os.fdopen(os.dup(fd), "rb") as handle:
-                sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
-        except OSError as exc:
-            self.add(FileScan(path, size=size, skipped=exc.strerror or str(exc)))
-            return None
-        cached = self.cache.get(sha256, path) if self.cache else None
-        if cached is not None:
-            self.add(cached)
-            return None
-        try:
-            prepared = prepare(path, elf.FileSource(fd, size), sha256, self.knowledge, os.path.basename(path))
-        except elf.ElfError as exc:
-            self.add(FileScan(path, sha256, size, skipped=str(exc)))
-            return None
-        except OSError as exc:
-            self.add(FileScan(path, sha256, size, skipped=exc.strerror or str(exc)))
-            return None
-        self.results.append(None)
-        self.code_total += prepared.code_bytes
-        return _Pending(len(self.results) - 1, prepared, _identity(info))
-
-    # -- a batch ---------------------------------------------------------------
-
-    def decode(self, batch: list[_Pending]) -> list[list[FunctionCode]]:
-        tasks: list[tuple[int, int, list[Span]]] = []  # (file, first span, spans)
-        for number, pending in enumerate(batch):
-            spans = pending.prepared.spans
-            start = 0
-            size = 0
-            for i, span in enumerate(spans):
-                size += span.size
-                if size >= CHUNK_BYTES:
-                    tasks.append((number, start, spans[start : i + 1]))
-                    start, size = i + 1, 0
-            if start < len(spans):
-                tasks.append((number, start, spans[start:]))
-        results: list[list[FunctionCode]] = [[({}, ())] * len(p.prepared.spans) for p in batch]
-        total = sum(p.prepared.code_bytes for p in batch)
-        for (number, start, spans), codes in self._run(batch, tasks, total):
-            results[number][start : start + len(spans)] = codes
-            self.code_done += sum(s.size for s in spans)
-            self.report(batch[number].prepared.path)
-        return results
-
-    def _run(
-        self,
-        batch: list[_Pending],
-        tasks: list[tuple[int, int, list[Span]]],
-        total: int,
-    ) -> Iterator[tuple[tuple[int, int, list[Span]], list[FunctionCode]]]:
-        if self.jobs > 1 and total >= PARALLEL_MIN_BYTES and len(tasks) > 1:
-            if self.executor is None:
-                context = multiprocessing.get_context("fork")
-                self.executor = ProcessPoolExecutor(self.jobs, mp_context=context)
-            futures = {
-                self.executor.submit(
-                    decode_file_spans,
-                    batch[n].prepared.path,
-                    spans,
-                    batch[n].prepared.immediates,
-                ): (n, s, spans)
-                for n, s, spans in tasks
-            }
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-            return
-        for task in tasks:
-            number, _, spans = task
-            yield task, decode_file_spans(batch[number].prepared.path, spans, batch[number].prepared.immediates)
-
-    def finish(self, batch: list[_Pending]) -> list[FileScan]:
-        done: list[FileScan] = []
-        for pending, codes in zip(batch, self.decode(batch), strict=True):
-            prepared = pending.prepared
-            scan = finish(prepared, codes, self.table, self.knowledge)
-            try:
-                changed = _identity(os.stat(prepared.path)) != pending.identity
-            except OSError:
-                changed = True
-            if changed:
-                scan = FileScan(
-                    prepared.path, prepared.sha256, prepared.size,
-                    skipped="the file changed while it was being scanned",
-                )  # fmt: skip
-            elif self.cache is not None:
-                self.cache.put(scan)
-            self.results[pending.index] = scan
-            self.files_done += 1
-            done.append(scan)
-        return done
-
-    def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown()
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def default_jobs() -> int:
@@ -238,6 +79,120 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def _warm_up() -> None:
+    """Load what every worker needs before forking, so that workers inherit it."""
+    from cpuguard.levels import level_features
+    from cpuguard.scan.analyze import _baseline
+    from cpuguard.scan.decode import code_tables
+    from cpuguard.scan.features import default_feature_table
+    from cpuguard.scan.knowledge import load_dispatch_knowledge
+
+    code_tables()
+    default_feature_table().notable(level_features("x86-64-v1"))
+    default_feature_table().probes()
+    load_dispatch_knowledge()
+    _baseline()
+
+
+class _Scan:
+    def __init__(self, cache: ScanCache | None, progress: ProgressCallback | None, jobs: int) -> None:
+        self.cache = cache
+        self.progress = progress
+        self.jobs = jobs
+        self.results: list[FileScan | None] = []
+        self.files_done = 0
+        self.bytes_done = 0
+        self.bytes_total = 0
+        self.executor: Executor | None = None
+
+    def report(self, path: str) -> None:
+        if self.progress is not None:
+            event = Progress(self.files_done, len(self.results), self.bytes_done, self.bytes_total, path)
+            self.progress(event)
+
+    def done(self, scan: FileScan, index: int | None = None) -> FileScan:
+        if index is None:
+            self.results.append(scan)
+        else:
+            self.results[index] = scan
+        self.files_done += 1
+        self.report(scan.path)
+        return scan
+
+    def open(self, target: Target) -> _Job | FileScan:
+        """Identify and hash one file: a job to analyse, or a finished (cached/skipped) result."""
+        path = target.path
+        if target.problem is not None:
+            return self.done(FileScan(path, skipped=target.problem))
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            return self.done(FileScan(path, skipped=_reason(exc)))
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return self.done(FileScan(path, skipped="not a regular file"))
+            size = info.st_size
+            if size == 0:
+                return self.done(FileScan(path, skipped="empty file"))
+            try:
+                elf.sniff(os.pread(fd, 64, 0))
+                with os.fdopen(os.dup(fd), "rb") as handle:
+                    sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+            except elf.NotElf:
+                return self.done(FileScan(path, size=size, skipped=NOT_ELF))
+            except elf.ElfError as exc:
+                return self.done(FileScan(path, size=size, skipped=str(exc)))
+            except OSError as exc:
+                return self.done(FileScan(path, size=size, skipped=_reason(exc)))
+        finally:
+            os.close(fd)
+        cached = self.cache.get(sha256, path) if self.cache else None
+        if cached is not None:
+            self.bytes_total += size
+            self.bytes_done += size
+            return self.done(cached)
+        self.results.append(None)
+        self.bytes_total += size
+        return _Job(len(self.results) - 1, path, sha256, size, _identity(info))
+
+    def finish(self, job: _Job, scan: FileScan) -> FileScan:
+        try:
+            changed = _identity(os.stat(job.path)) != job.identity
+        except OSError:
+            changed = True
+        if changed:
+            scan = FileScan(job.path, job.sha256, job.size, skipped=CHANGED)
+        elif self.cache is not None:
+            self.cache.put(scan)
+        self.bytes_done += job.size
+        return self.done(scan, job.index)
+
+    def run(self, jobs: list[_Job]) -> Iterable[FileScan]:
+        """Analyse ``jobs``, yielding each result as it is ready."""
+        jobs = sorted(jobs, key=lambda j: -j.size)
+        work = sum(j.size for j in jobs)
+        if self.jobs > 1 and len(jobs) > 1 and work >= PARALLEL_MIN_BYTES:
+            if self.executor is None:
+                _warm_up()
+                context = multiprocessing.get_context("fork")
+                self.executor = ProcessPoolExecutor(self.jobs, mp_context=context)
+            futures: dict[Future[FileScan], _Job] = {
+                self.executor.submit(analyze_file, j.path, j.sha256, os.path.basename(j.path)): j for j in jobs
+            }
+            for future in as_completed(futures):
+                job = futures[future]
+                yield self.finish(job, replace(future.result(), size=job.size))
+            return
+        for job in jobs:
+            scan = analyze_file(job.path, job.sha256, os.path.basename(job.path))
+            yield self.finish(job, replace(scan, size=job.size))
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown()
 
 
 def scan_paths(
@@ -251,7 +206,13 @@ def scan_paths(
     library_dirs: Sequence[str] | None = None,
     now: Callable[[], datetime] = _utcnow,
 ) -> ScanReport:
-    """Scan ELF files and directories; ``follow_needed`` adds their DT_NEEDED libraries."""
+    """Scan ELF files and directories; ``follow_needed`` adds their DT_NEEDED libraries.
+
+    ``cache_dir`` None disables the cache; ``jobs`` caps the worker
+    processes (default: the CPUs this process may use); ``library_dirs``
+    replaces the loader's search path (default: LD_LIBRARY_PATH from
+    ``environ``, /etc/ld.so.conf, the standard directories).
+    """
     if cache_dir is DefaultCache.DEFAULT:
         cache_dir = default_cache_dir(environ)
     cache = ScanCache(cache_dir) if isinstance(cache_dir, Path) else None
@@ -259,31 +220,22 @@ def scan_paths(
     state = _Scan(cache, progress, jobs if jobs is not None else default_jobs())
     seen: set[tuple[int, int]] = set()
     missing: set[str] = set()
-    queue: deque[Target] = deque()
-    walker = expand(paths)
+    queue: deque[Target] = deque(expand(paths))
     try:
-        while True:
-            batch: list[_Pending] = []
-            size = 0
-            while size < BATCH_BYTES:
-                target = queue.popleft() if queue else next(walker, None)
-                if target is None:
-                    break
+        while queue:
+            pending: list[_Job] = []
+            while queue:
+                target = queue.popleft()
                 if target.identity is not None:
                     if target.identity in seen:
                         continue
                     seen.add(target.identity)
-                pending = state.open(target)
-                if pending is not None:
-                    batch.append(pending)
-                    size += pending.prepared.code_bytes
-                elif follow_needed and state.results and state.results[-1] is not None:
-                    queue.extend(_needed_targets(state.results[-1], search, seen, missing))
-            if not batch:
-                if queue:
-                    continue
-                break
-            for scan in state.finish(batch):
+                opened = state.open(target)
+                if isinstance(opened, _Job):
+                    pending.append(opened)
+                elif follow_needed:
+                    queue.extend(_needed_targets(opened, search, seen, missing))
+            for scan in state.run(pending):
                 if follow_needed:
                     queue.extend(_needed_targets(scan, search, seen, missing))
     finally:
