@@ -22,7 +22,7 @@ from typing import Any
 KEYS = (
     "time", "host", "vm", "operation", "event", "move", "verdict", "decision", "mode", "missing",
     "forbidden_present", "problems", "warnings", "notes", "error", "message", "policy", "snapshot",
-    "config", "cpuguard_version", "pid", "caller", "elapsed_ms",
+    "config", "cpuguard_version", "pid", "caller", "decided_in", "elapsed_ms",
 )  # fmt: skip
 
 

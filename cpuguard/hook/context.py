@@ -8,7 +8,6 @@ keyed on every file listed in ``inputs``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,22 +48,26 @@ def file_version(path: Path, data: bytes) -> FileVersion:
     return FileVersion(str(path), hashlib.sha256(data).hexdigest()[:16], path.stat().st_mtime)
 
 
-def package_files(root: Path) -> list[str]:
-    """cpuguard's own modules and data: a change (upgrade, edit) must rebuild the cache."""
-    found = [str(root)]
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        found.extend(os.path.join(dirpath, d) for d in dirnames)
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.endswith((".pyc", ".pyo")))
-    return found
+def loaded_package_files() -> list[str]:
+    """cpuguard's modules loaded in this process, and its data files: the code and knowledge a
+    context was built with (or a server runs). A change (upgrade, edit) must rebuild the cache."""
+    import sys
+
+    import cpuguard
+
+    files = sorted(
+        str(module.__file__)
+        for name, module in list(sys.modules.items())
+        if (name == "cpuguard" or name.startswith("cpuguard.")) and getattr(module, "__file__", None)
+    )
+    data = Path(cpuguard.__file__).with_name("data")
+    return [*files, str(data), *(str(p) for p in sorted(data.iterdir()))]
 
 
 def _knowledge_inputs() -> list[str]:
-    import cpuguard
     from cpuguard.cpumap import SYSTEM_CPU_MAP
 
-    inputs = package_files(Path(cpuguard.__file__).parent)
-    inputs.append(str(SYSTEM_CPU_MAP))
+    inputs = [str(SYSTEM_CPU_MAP)]
     if SYSTEM_CPU_MAP.is_dir():
         inputs.extend(str(p) for p in sorted(SYSTEM_CPU_MAP.iterdir()))
     return inputs
@@ -135,6 +138,7 @@ def build_context(config_path: Path) -> HookContext:
         snapshot = parse_snapshot(data, config.host_facts, knowledge.vocabulary)
         snapshot_version = file_version(config.host_facts, data)
 
+    inputs += loaded_package_files()
     return HookContext(
         config=config,
         knowledge=knowledge,

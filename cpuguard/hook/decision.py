@@ -89,6 +89,7 @@ def base_record(event: Event, host: str, now: datetime, config_path: str | None)
         "cpuguard_version": __version__,
         "pid": None,
         "caller": None,
+        "decided_in": None,
         "elapsed_ms": None,
     }
 

@@ -49,6 +49,19 @@ class HookTimeout(Exception):
 
 
 @dataclass(frozen=True)
+class Requester:
+    """Who asked for the decision (for the audit log): the hook process and its parent."""
+
+    pid: int
+    caller: str | None  # the parent's name: libvirtd, virtqemud, a shell
+    decided_in: str = "hook"  # "hook" (this process) or "server" (cpuguard hook serve)
+
+    @classmethod
+    def this_process(cls) -> Requester:
+        return cls(os.getpid(), parent_name())
+
+
+@dataclass(frozen=True)
 class Options:
     config: Path = DEFAULT_CONFIG
     cache_dir: Path | None = Path("/var/cache/cpuguard")
@@ -156,6 +169,7 @@ def handle(
     *,
     nodename: str,
     now: Callable[[], datetime],
+    requester: Requester,
 ) -> tuple[HookResult, Path]:
     """Decide, following ``on_error`` when cpuguard fails. Returns the result and the audit log path."""
     from cpuguard.hook.decision import Event, error_result
@@ -192,7 +206,10 @@ def handle(
     else:
         audit_log = context.config.audit_log
     result.record.update(
-        pid=os.getpid(), caller=parent_name(), elapsed_ms=round((time.monotonic() - started) * 1000, 1)
+        pid=requester.pid,
+        caller=requester.caller,
+        decided_in=requester.decided_in,
+        elapsed_ms=round((time.monotonic() - started) * 1000, 1),
     )
     return result, audit_log
 
@@ -214,6 +231,7 @@ def main(
     stderr: IO[str] | None = None,
     nodename: str | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    requester: Requester | None = None,
 ) -> int:
     """Run one hook call; returns the exit code (1 blocks the operation)."""
     err = stderr or sys.stderr
@@ -237,6 +255,7 @@ def main(
         options,
         nodename=nodename or os.uname().nodename,
         now=now,
+        requester=requester or Requester.this_process(),
     )
     message = result.message
     try:

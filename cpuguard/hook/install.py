@@ -21,6 +21,7 @@ from cpuguard.config import DEFAULT_CONFIG, Config, read_config
 from cpuguard.errors import BadInput
 from cpuguard.hook import shim
 from cpuguard.hook.cache import DEFAULT_CACHE_DIR
+from cpuguard.hook.client import DEFAULT_SOCKET
 from cpuguard.hosts.snapshot import write_atomically
 from cpuguard.records import HostFacts
 
@@ -57,13 +58,14 @@ def hook_path(hooks_dir: Path) -> Path:
     return hooks_dir / HOOK_NAME
 
 
-def shim_settings(config_path: Path, config: Config, cache_dir: Path) -> dict[str, str]:
+def shim_settings(config_path: Path, config: Config, cache_dir: Path, socket: str) -> dict[str, str]:
     exit_for = {"block": "1", "allow": "0"}
     return {
         "python": sys.executable,
         "python_path": os.pathsep.join(shim.python_path()),
         "config": str(config_path),
         "cache_dir": str(cache_dir),
+        "socket": socket,
         "audit_log": str(config.audit_log),
         "on_error_migrate": exit_for[config.on_error["migrate"]],
         "on_error_restore": exit_for[config.on_error["restore"]],
@@ -95,10 +97,14 @@ def install(
     config_path: Path = DEFAULT_CONFIG,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     *,
+    socket: str = DEFAULT_SOCKET,
     snapshot: Callable[[str | None], HostFacts] = local_snapshot,
     template: str | None = None,
 ) -> Report:
-    """Install the shim, and a config and a first host snapshot where there are none."""
+    """Install the shim, and a config and a first host snapshot where there are none.
+
+    ``socket`` is where the shim asks ``cpuguard hook serve`` ("" for never).
+    """
     from cpuguard.hosts.snapshot import write_snapshot
 
     report = Report()
@@ -120,7 +126,7 @@ def install(
             "(refresh it when hardware, microcode or kernel options change: docs/hook.md)"
         )
 
-    text = shim.render(shim_settings(config_path, config, cache_dir), template)
+    text = shim.render(shim_settings(config_path, config, cache_dir, socket), template)
     if existing == text and os.access(target, os.X_OK):
         report.done.append(f"{target} is up to date")
         return report
