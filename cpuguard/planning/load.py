@@ -229,68 +229,79 @@ def _collect_problems(inventory: Path) -> list[Problem]:
         return [Problem("inventory", str(report), f"{report}: unreadable collect report ({exc})")]
 
 
-#: Below this many domain files, reading them in this process is faster than starting workers.
-PARALLEL_DOMAINS = 2000
+#: Below this many VMs, reading their files in this process is faster than starting workers.
+PARALLEL_VMS = 2000
+
+#: What a worker returns per VM: (name, domain or its error, policy or its error).
+_VmFiles = tuple[str, "Domain | str | None", "VmPolicy | str | None"]
 
 
-def _read_domain_chunk(chunk: list[tuple[str, str]]) -> list[tuple[str, Domain | str]]:
-    """In a worker: parse domain files; a failure comes back as its one-line message."""
+def _read_vm(name: str, domain: str | None, policy: str | None, knowledge: Knowledge) -> _VmFiles:
+    parsed_domain: Domain | str | None = None
+    parsed_policy: VmPolicy | str | None = None
+    try:
+        parsed_policy = _read_policy(Path(policy), name, knowledge) if policy else None
+    except CpuguardError as exc:
+        parsed_policy = str(exc)
+    try:
+        parsed_domain = read_domain(Path(domain), knowledge) if domain else None
+    except CpuguardError as exc:
+        parsed_domain = str(exc)
+    return name, parsed_domain, parsed_policy
+
+
+def _read_vm_chunk(chunk: list[tuple[str, str | None, str | None]]) -> list[_VmFiles]:
+    """In a worker: parse VMs' domain XML and policies; a failure comes back as its one-line message."""
     from cpuguard.knowledge import load_knowledge
 
     knowledge = load_knowledge()  # inherited from the parent through fork: no reload
-    result: list[tuple[str, Domain | str]] = []
-    for name, path in chunk:
-        try:
-            result.append((name, read_domain(Path(path), knowledge)))
-        except CpuguardError as exc:
-            result.append((name, str(exc)))
-    return result
+    return [_read_vm(name, domain, policy, knowledge) for name, domain, policy in chunk]
 
 
-class DomainReader:
-    """Domain XML files, parsed on every core when there are thousands of them.
+class VmFileReader:
+    """VMs' domain XML and policy files, parsed on every core when there are thousands.
 
-    Parsing 10,000 definitions takes most of a second in one process; forked
-    workers share the loaded knowledge and return plain records. Fork only
-    when this process runs no other thread (a hung libvirt connection from
-    ``_read_hosts`` may), else parse here.
+    Parsing 10,000 definitions and 2,000 policies takes over a second in one
+    process; forked workers share the loaded knowledge and send back plain
+    records. Fork only when this process runs no other thread (a hung libvirt
+    connection from ``_read_hosts`` may), else parse here.
     """
 
-    def __init__(self, files: Mapping[str, Path], knowledge: Knowledge, *, threshold: int = PARALLEL_DOMAINS) -> None:
-        self.files = files
-        self.threshold = threshold
+    def __init__(
+        self,
+        files: Mapping[str, tuple[Path | None, Path | None]],
+        knowledge: Knowledge,
+        *,
+        threshold: int = PARALLEL_VMS,
+    ) -> None:
+        self.items = [(n, str(d) if d else None, str(p) if p else None) for n, (d, p) in sorted(files.items())]
         self.knowledge = knowledge
-        self.results: dict[str, Domain | str] = {}
+        self.threshold = threshold
+        self.results: dict[str, _VmFiles] = {}
         self.pending: list[Any] = []
         self.pool: Any = None
 
-    def __enter__(self) -> DomainReader:
+    def __enter__(self) -> VmFileReader:
         import os
         import threading
 
         workers = min(os.cpu_count() or 1, 8)
-        if len(self.files) < self.threshold or workers < 2 or threading.active_count() > 1:
+        if len(self.items) < self.threshold or workers < 2 or threading.active_count() > 1:
             return self
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        items = [(name, str(path)) for name, path in sorted(self.files.items())]
-        size = -(-len(items) // (workers * 4))
+        size = -(-len(self.items) // (workers * 4))
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-        self.pending = [self.pool.submit(_read_domain_chunk, items[i : i + size]) for i in range(0, len(items), size)]
+        chunks = [self.items[i : i + size] for i in range(0, len(self.items), size)]
+        self.pending = [self.pool.submit(_read_vm_chunk, chunk) for chunk in chunks]
         return self
 
-    def get(self, name: str) -> Domain:
-        if self.pending:
-            for future in self.pending:
-                self.results.update(future.result())
-            self.pending = []
-        found = self.results.get(name)
-        if found is None:
-            return read_domain(self.files[name], self.knowledge)
-        if isinstance(found, str):
-            raise CpuguardError(found)
-        return found
+    def all(self) -> list[_VmFiles]:
+        """Every VM's (name, domain, policy), in name order."""
+        if self.pool is None:
+            return [_read_vm(name, domain, policy, self.knowledge) for name, domain, policy in self.items]
+        return [entry for future in self.pending for entry in future.result()]
 
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
@@ -320,29 +331,21 @@ def load_fleet(
     vm_entries, vm_hosts = _vm_entries(raw, path, set(entries) | _unreadable(problems), problems)
     hosts, live_xml = _read_hosts(entries, vm_entries, knowledge, problems, timeout=timeout, connector=connector)
     policy_files = _policy_files(policies)
-    files = {name: e.domain for name, e in vm_entries.items() if e.domain is not None}
-    with DomainReader(files, knowledge) as domains:
-        # policies are read here while the workers parse domain XML
-        policy_of: dict[str, VmPolicy | None] = {}
-        for name, entry in sorted(vm_entries.items()):
-            try:
-                policy_of[name] = _read_policy(policy_files[name], name, knowledge) if name in policy_files else None
-            except CpuguardError as exc:
-                problems.append(Problem("vm", name, str(exc), (entry.host,) if entry.host else ()))
-        vms: dict[str, VmSpec] = {}
-        for name, entry in sorted(vm_entries.items()):
-            if name not in policy_of:
-                continue
-            domain: Domain | None = None
-            try:
-                if entry.domain is not None:
-                    domain = domains.get(name)
-                elif name in live_xml:
+    files = {name: (e.domain, policy_files.get(name)) for name, e in vm_entries.items()}
+    vms: dict[str, VmSpec] = {}
+    with VmFileReader(files, knowledge) as reader:
+        for name, domain, policy in reader.all():
+            entry = vm_entries[name]
+            on = (entry.host,) if entry.host else ()
+            if domain is None and entry.domain is None and name in live_xml:
+                try:
                     domain = parse_domain(live_xml[name], f"{entries[entry.host or ''].source}#{name}", knowledge)
-            except CpuguardError as exc:
-                problems.append(Problem("vm", name, str(exc), (entry.host,) if entry.host else ()))
+                except CpuguardError as exc:
+                    domain = str(exc)
+            if isinstance(policy, str) or isinstance(domain, str):
+                problems.append(Problem("vm", name, policy if isinstance(policy, str) else str(domain), on))
                 continue
-            vms[name] = VmSpec(name, entry.host, domain, policy_of[name])
+            vms[name] = VmSpec(name, entry.host, domain, policy)
     clusters = {name: e.cluster for name, e in entries.items() if e.cluster}
     return PlanFleet(path, policies, entries, hosts, vms, vm_hosts, tuple(sorted(set(problems))), clusters)
 

@@ -12,7 +12,7 @@ fleets that every cell agrees with ``verdict.decide`` / ``verdict.accepts``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -62,6 +62,38 @@ class ClassCell:
 
 
 OK = ClassCell()
+
+
+class _Cells(Mapping[tuple[int, int], ClassCell]):
+    """(need class, host class) -> cell, for the pairs that do not fit only.
+
+    Holds the bitsets and turns them into sorted feature names when a cell is
+    looked at: a summary of 10,000 VMs never needs the names of most cells.
+    """
+
+    def __init__(self, index: FeatureIndex) -> None:
+        self._index = index
+        self._raw: dict[tuple[int, int], tuple[int, int, tuple[str, ...]]] = {}
+        self._done: dict[tuple[int, int], ClassCell] = {}
+
+    def add(self, key: tuple[int, int], lacking: int, present: int, problems: tuple[str, ...]) -> None:
+        self._raw[key] = (lacking, present, problems)
+
+    def __getitem__(self, key: tuple[int, int]) -> ClassCell:
+        cell = self._done.get(key)
+        if cell is None:
+            lacking, present, problems = self._raw[key]
+            cell = self._done[key] = ClassCell(self._index.names(lacking), self._index.names(present), problems)
+        return cell
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._raw
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
 
 @dataclass(frozen=True)
@@ -246,7 +278,7 @@ def compute_matrix(
                 vm_needs.append(needs)
         vm_classes.append(classes)
 
-    cells: dict[tuple[int, int], ClassCell] = {}
+    cells = _Cells(index)
     accepted: list[int] = []
     for n, (_move, arch, vendor, features, forbidden) in enumerate(need_info):
         need = index.mask(features)
@@ -257,7 +289,7 @@ def compute_matrix(
             present = forbid & have[h]
             trouble = _problems(arch, vendor, hclass.arch, hclass.vendor)
             if lacking or present or trouble:
-                cells[(n, h)] = ClassCell(index.names(lacking), index.names(present), trouble)
+                cells.add((n, h), lacking, present, trouble)
             else:
                 ok_columns |= columns_of_class[h]
         accepted.append(ok_columns)

@@ -172,29 +172,29 @@ def test_a_live_libvirt_host(tmp_path: Path, knowledge: Knowledge) -> None:
     assert plan.vms[0].safe == ("new-node", "old-node")
 
 
-def test_domains_parsed_in_workers_equal_those_parsed_here(tmp_path: Path, knowledge: Knowledge) -> None:
-    from cpuguard.domain import read_domain
-    from cpuguard.errors import CpuguardError
-    from cpuguard.planning.load import DomainReader
+def test_files_parsed_in_workers_equal_those_parsed_here(tmp_path: Path, knowledge: Knowledge) -> None:
+    from cpuguard.planning.load import VmFileReader
 
     policies = copy_example(tmp_path)
     (policies / "domains" / "broken.xml").write_text("<domain><name>broken</name>", encoding="utf-8")
-    files = {p.stem: p for p in sorted((policies / "domains").glob("*.xml"))}
+    (policies / "vms" / "ci01.yaml").write_text("vm: ci01\nrequires: {features: [avx9000]}\n", encoding="utf-8")
+    files = {
+        p.stem: (p, policies / "vms" / f"{p.stem}.yaml" if (policies / "vms" / f"{p.stem}.yaml").exists() else None)
+        for p in sorted((policies / "domains").glob("*.xml"))
+    }
     deadline = time.monotonic() + 10
     while threading.active_count() > 1 and time.monotonic() < deadline:
         time.sleep(0.05)  # threads of earlier tests finishing: workers are forked only without them
-    with DomainReader(files, knowledge, threshold=1) as reader:
-        assert reader.pool is not None  # really in worker processes
-        for name, path in files.items():
-            if name == "broken":
-                try:
-                    reader.get(name)
-                except CpuguardError as exc:
-                    assert "malformed XML" in str(exc) and str(path) in str(exc)
-                else:
-                    raise AssertionError("a broken file must fail")
-            else:
-                assert reader.get(name) == read_domain(path, knowledge)
+    with VmFileReader(files, knowledge, threshold=10_000) as here:
+        expected = here.all()
+        assert here.pool is None
+    with VmFileReader(files, knowledge, threshold=1) as workers:
+        assert workers.pool is not None  # really in worker processes
+        assert workers.all() == expected
+    by_name = {name: (domain, policy) for name, domain, policy in expected}
+    assert isinstance(by_name["broken"][0], str) and "malformed XML" in by_name["broken"][0]
+    assert isinstance(by_name["ci01"][1], str) and "avx9000" in by_name["ci01"][1]
+    assert by_name["pbx01"][1] is not None and not isinstance(by_name["pbx01"][1], str)
 
 
 def test_json_syntax_inventory_reports_duplicates(tmp_path: Path, knowledge: Knowledge) -> None:
