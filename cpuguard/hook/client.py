@@ -3,7 +3,8 @@
 Starting Python and importing cpuguard's decision modules takes tens of
 milliseconds on every VM start and incoming migration; a server that has
 them loaded answers in a few (docs/hook.md, "Speed"). This module imports
-nothing beyond what the interpreter has loaded at start-up plus ``socket``,
+nothing beyond what the interpreter has loaded at start-up plus ``_socket``
+(the ``socket`` module's enums and selectors cost more than the answer),
 and falls back to :func:`cpuguard.hook.entry.main` whenever the server is
 absent, refuses, or fails, so the server is only ever an accelerator.
 
@@ -17,10 +18,13 @@ the message until the end of the stream.
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import sys
-from collections.abc import Sequence
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy understands this form)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 PROTOCOL = b"cpuguard-hook-1"
 DEFAULT_SOCKET = "/run/cpuguard/hook.sock"
@@ -55,17 +59,22 @@ def encode_request(args: Sequence[str], xml: bytes, *, namespace: str, pid: int,
 def ask(socket_path: str, args: Sequence[str], xml: bytes, timeout: float = TIMEOUT) -> tuple[int, str] | None:
     """The server's (exit code, message), or None when the hook must decide itself."""
     request = encode_request(args, xml, namespace=mount_namespace(), pid=os.getpid(), caller=parent_name())
+    chunks = []
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(timeout)
-            conn.connect(socket_path)
-            conn.sendall(request)
-            conn.shutdown(socket.SHUT_WR)
-            chunks = []
-            while chunk := conn.recv(65536):
-                chunks.append(chunk)
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    except OSError:
+        return None
+    try:
+        conn.settimeout(timeout)
+        conn.connect(socket_path)
+        conn.sendall(request)
+        conn.shutdown(_socket.SHUT_WR)
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
     except OSError:
         return None  # no server, a stale socket, a timeout: decide here
+    finally:
+        conn.close()
     answer = b"".join(chunks)
     if not answer or answer[0] == DECIDE_YOURSELF:
         return None

@@ -1,0 +1,170 @@
+"""Benchmark: the libvirt hook's decision time next to ``virsh hypervisor-cpu-compare``.
+
+Runs the installed shim (hooks/qemu) the way libvirt does -- minimal
+environment, cwd /, the domain XML on stdin, ``migrate begin`` -- and, in the
+same loop, ``virsh hypervisor-cpu-compare`` of the same domain's CPU against a
+running libvirt daemon. Reports median, 90th percentile and minimum wall
+times of:
+
+* the shim asking ``cpuguard hook serve`` (the server forked per request),
+* the shim deciding in its own process, precompiled context warm,
+* the same with the context rebuilt every time (after any config change),
+* ``python -I -S -c pass``, the interpreter's own start-up (the floor).
+
+    .venv/bin/python benchmarks/bench_hook.py [--uri URI | --testbed] [--runs N] [--domain FILE]
+
+``--testbed`` starts scripts/testbed's node-a for the run (root). Target
+(issue 4): the hook no slower than 1.5x virsh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.machinery
+import importlib.util
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DOMAIN = ROOT / "policies" / "domains" / "db01.xml"
+LIBVIRT_ENV = {"LC_ALL": "C", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+TARGET = 1.5
+
+
+def timed(cmd: list[str], stdin: bytes = b"") -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, input=stdin, capture_output=True, env=LIBVIRT_ENV, cwd="/", check=False)
+    return (time.perf_counter() - start) * 1000
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "median": statistics.median(ordered),
+        "p90": ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))],
+        "min": ordered[0],
+        "runs": len(ordered),
+    }
+
+
+@contextmanager
+def testbed_uri() -> Iterator[str]:
+    loader = importlib.machinery.SourceFileLoader("cpuguard_testbed_script", str(ROOT / "scripts" / "testbed"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module
+    loader.exec_module(module)
+    state = Path(tempfile.mkdtemp(prefix="cpuguard-bench-testbed-"))
+    bed = module.Testbed(state, 24600, cache_dir=Path(tempfile.gettempdir(), "cpuguard-testbed-cache"))
+    bed.start()
+    try:
+        yield str(bed.uri_a)
+    finally:
+        bed.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def install_site(root: Path, socket: Path) -> tuple[Path, Path]:
+    """A config with the example fleet's policies on a Westmere host; two shims: with and without server."""
+    from cpuguard.hook.cache import RACY_SECONDS
+    from cpuguard.hook.install import hook_path, install
+    from cpuguard.hosts.snapshot import write_snapshot
+    from cpuguard.hosts.synthetic import model_host
+    from cpuguard.knowledge import load_knowledge
+
+    etc = root / "etc"
+    shutil.copytree(ROOT / "policies", etc / "policies")
+    (etc / "config.yaml").write_text("policies: policies\nhost_facts: host.json\naudit_log: audit.jsonl\n")
+    write_snapshot(model_host("Westmere", load_knowledge(), "old-node"), etc / "host.json")
+    time.sleep(RACY_SECONDS + 0.5)  # inputs this young are never cached (cpuguard/hook/cache.py)
+    shims = []
+    for name, sock in (("served", str(socket)), ("alone", "")):
+        install(root / name, etc / "config.yaml", root / "cache", socket=sock, snapshot=lambda _n: None)  # type: ignore[arg-type,return-value]
+        shims.append(hook_path(root / name))
+    return shims[0], shims[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--uri", default="qemu:///system", help="libvirt daemon for virsh (default qemu:///system)")
+    where.add_argument("--testbed", action="store_true", help="start scripts/testbed's node-a for the run")
+    parser.add_argument("--runs", type=int, default=41)
+    parser.add_argument("--cold-runs", type=int, default=7)
+    parser.add_argument("--domain", type=Path, default=DEFAULT_DOMAIN, help="domain XML (default: example db01)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+
+    xml = args.domain.read_bytes()
+    vm = args.domain.stem
+    with (
+        tempfile.TemporaryDirectory(prefix="cpuguard-bench-hook-") as tmp,
+        testbed_uri() if args.testbed else contextmanager(lambda: iter([args.uri]))() as uri,
+    ):
+        root = Path(tmp)
+        socket = root / "run" / "hook.sock"
+        served, alone = install_site(root, socket)
+        server = subprocess.Popen([sys.executable, "-m", "cpuguard", "hook", "serve", "--socket", str(socket)])
+        try:
+            while not socket.exists():
+                if server.poll() is not None:
+                    raise SystemExit("cpuguard hook serve did not start")
+                time.sleep(0.05)
+            virsh = ["virsh", "-c", uri, "hypervisor-cpu-compare", str(args.domain)]
+            check = subprocess.run(virsh, capture_output=True, text=True, check=False)
+            if "error" in check.stderr.lower():
+                raise SystemExit(f"virsh cannot compare against {uri}: {check.stderr.strip()}")
+            cases: dict[str, Callable[[], float]] = {
+                "virsh hypervisor-cpu-compare": lambda: timed(virsh),
+                "hook via cpuguard hook serve": lambda: timed([str(served), vm, "migrate", "begin", "-"], xml),
+                "hook deciding itself, cache warm": lambda: timed([str(alone), vm, "migrate", "begin", "-"], xml),
+                "python -I -S -c pass": lambda: timed([sys.executable, "-I", "-S", "-c", "pass"]),
+            }
+            for run in cases.values():  # warm-up: page cache, the context cache, the server's first fork
+                run()
+            samples: dict[str, list[float]] = {name: [] for name in cases}
+            for _ in range(args.runs):
+                for name, run in cases.items():
+                    samples[name].append(run())
+            cold = []
+            for _ in range(args.cold_runs):
+                shutil.rmtree(root / "cache", ignore_errors=True)
+                cold.append(timed([str(alone), vm, "migrate", "begin", "-"], xml))
+            samples["hook deciding itself, cache cold"] = cold
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        decided = [json.loads(line)["decided_in"] for line in (root / "etc" / "audit.jsonl").read_text().splitlines()]
+
+    figures = {name: summary(values) for name, values in samples.items()}
+    base = figures["virsh hypervisor-cpu-compare"]["median"]
+    print(f"hook benchmark: {vm} 'migrate begin' ({args.domain}), virsh against {uri}, {args.runs} interleaved runs")
+    print(f"{'':36} {'median':>8} {'p90':>8} {'min':>8}  ms")
+    for name, fig in figures.items():
+        ratio = f"  {fig['median'] / base:.2f}x virsh" if name.startswith("hook") else ""
+        print(f"{name:36} {fig['median']:8.1f} {fig['p90']:8.1f} {fig['min']:8.1f}{ratio}")
+    served_ratio = figures["hook via cpuguard hook serve"]["median"] / base
+    alone_ratio = figures["hook deciding itself, cache warm"]["median"] / base
+    print(f"decisions by the server: {decided.count('server')}, by the hook process: {decided.count('hook')}")
+    print(
+        f"target <= {TARGET}x virsh: with the server {'met' if served_ratio <= TARGET else 'NOT met'} "
+        f"({served_ratio:.2f}x); without it {'met' if alone_ratio <= TARGET else 'NOT met'} ({alone_ratio:.2f}x)"
+    )
+    if args.json:
+        result: dict[str, Any] = {"uri": uri, "domain": str(args.domain), "figures_ms": figures}
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
