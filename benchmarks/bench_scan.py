@@ -80,7 +80,11 @@ def phase(args: argparse.Namespace) -> None:
         assert cached == expected, f"{cached} of {len(args.files)} files came from the cache"
     elapsed = time.perf_counter() - started
     own, children = peak_rss_mib()
-    print(json.dumps({"seconds": elapsed, "rss_mib": own, "children_rss_mib": children}))
+    cpu = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        cpu += usage.ru_utime + usage.ru_stime
+    print(json.dumps({"seconds": elapsed, "cpu": cpu, "rss_mib": own, "children_rss_mib": children}))
 
 
 def measure(name: str, args: argparse.Namespace, cache: str) -> dict[str, float]:
@@ -112,12 +116,17 @@ def main() -> None:
         cold = measure("cold", args, cache)
         warm = measure("warm", args, cache)
     rows = [("objdump -d", objdump), ("cpuguard scan, cold", cold), ("cpuguard scan, warm", warm)]
-    print(f"{'':22} {'seconds':>8} {'MB code/s':>10} {'peak RSS MiB':>13}")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"{'':22} {'seconds':>8} {'MB code/s':>10} {'CPU s':>7} {'MB/CPU s':>9} {'peak RSS MiB':>13}")
     for label, result in rows:
         rss = max(result["rss_mib"], result["children_rss_mib"])
-        print(f"{label:22} {result['seconds']:8.2f} {mb / result['seconds']:10.1f} {rss:13.0f}")
+        print(
+            f"{label:22} {result['seconds']:8.2f} {mb / result['seconds']:10.1f} {result['cpu']:7.2f}"
+            f" {mb / max(result['cpu'], 1e-9):9.1f} {rss:13.0f}"
+        )
     print(f"cold vs objdump: {objdump['seconds'] / cold['seconds']:.1f}x faster (target >= 2x)")
     print(f"warm vs cold:    {cold['seconds'] / warm['seconds']:.0f}x faster (target >= 50x)")
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (other work on the machine slows both)")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from cpuguard.scan.records import FileScan
 from cpuguard.scan.serialize import file_from_dict, file_to_dict
@@ -52,18 +53,91 @@ def fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+def _cpu_map_signature() -> str:
+    """Changes when libvirt's cpu_map (or cpuguard's bundled copy of it) does."""
+    from cpuguard.cpumap import BUNDLED_SNAPSHOT, SYSTEM_CPU_MAP
+
+    parts = []
+    for path in (SYSTEM_CPU_MAP / "index.xml", BUNDLED_SNAPSHOT):
+        try:
+            info = path.stat()
+            parts.append(f"{path}:{info.st_size}:{info.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{path}:absent")
+    return "|".join(parts)
+
+
 class ScanCache:
+    """Scan results by content hash, plus two shortcuts for warm rescans.
+
+    * ``known_digest``: the hash of a file whose (device, inode, size,
+      mtime, ctime) are unchanged since it was last hashed -- the way git's
+      index avoids rehashing; ctime cannot be set back by a user.
+    * ``suggestions``: the CPU models satisfying a feature set, which would
+      otherwise need libvirt's cpu_map and archspec loaded on every run.
+    """
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory / fingerprint()
+
+    def _read_json(self, path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _write_json(self, path: Path, data: Any) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        except OSError:
+            return
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, sort_keys=True)
+            os.replace(temp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+    @staticmethod
+    def _stat_key(info: os.stat_result) -> tuple[str, list[int]]:
+        name = hashlib.sha256(f"{info.st_dev}:{info.st_ino}".encode()).hexdigest()
+        return name, [info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+    def known_digest(self, info: os.stat_result) -> str | None:
+        name, stamp = self._stat_key(info)
+        raw = self._read_json(self.directory / "stat" / name[:2] / f"{name}.json")
+        if isinstance(raw, dict) and raw.get("stamp") == stamp and isinstance(raw.get("sha256"), str):
+            return str(raw["sha256"])
+        return None
+
+    def remember_digest(self, info: os.stat_result, sha256: str) -> None:
+        name, stamp = self._stat_key(info)
+        self._write_json(self.directory / "stat" / name[:2] / f"{name}.json", {"stamp": stamp, "sha256": sha256})
+
+    def suggestions(
+        self,
+        needed: frozenset[str],
+        compute: Callable[[frozenset[str]], tuple[tuple[str, ...], tuple[str, ...]]],
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        key = hashlib.sha256(("\0".join(sorted(needed)) + "\0" + _cpu_map_signature()).encode()).hexdigest()
+        path = self.directory / "cpus" / f"{key}.json"
+        raw = self._read_json(path)
+        if isinstance(raw, list) and len(raw) == 2 and all(isinstance(x, list) for x in raw):
+            return tuple(str(m) for m in raw[0]), tuple(str(u) for u in raw[1])
+        result = compute(needed)
+        self._write_json(path, [list(result[0]), list(result[1])])
+        return result
 
     def _entry(self, sha256: str) -> Path:
         return self.directory / sha256[:2] / f"{sha256}.json"
 
     def get(self, sha256: str, path: str) -> FileScan | None:
+        raw = self._read_json(self._entry(sha256))
         try:
-            raw = json.loads(self._entry(sha256).read_text(encoding="utf-8"))
             scan = file_from_dict(raw)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if scan.sha256 != sha256 or not scan.scanned:
             return None
@@ -73,17 +147,4 @@ class ScanCache:
         """Store ``scan``; a cache that cannot be written is silently skipped."""
         if scan.sha256 is None or not scan.scanned:
             return
-        entry = self._entry(scan.sha256)
-        data = json.dumps(file_to_dict(replace(scan, from_cache=False)), sort_keys=True)
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-")
-        except OSError:
-            return
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(data)
-            os.replace(temp, entry)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+        self._write_json(self._entry(scan.sha256), file_to_dict(replace(scan, from_cache=False)))

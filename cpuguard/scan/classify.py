@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cpuguard.scan.decode import FunctionCode
-from cpuguard.scan.features import FeatureTable, Use
+from cpuguard.scan.features import FeatureTable, Use, family
 from cpuguard.scan.knowledge import DispatchKnowledge
 from cpuguard.scan.program import GAP, PLT, Program
 from cpuguard.scan.records import DispatchedFeature, FeatureUse
@@ -92,6 +92,7 @@ class _Graph:
         facts: Sequence[_Facts],
         knowledge: DispatchKnowledge,
         baseline: frozenset[str],
+        table: FeatureTable,
     ) -> None:
         functions = program.functions
         self.program = program
@@ -150,25 +151,36 @@ class _Graph:
             self.dispatcher.append(bool(checks) and fn.origin not in (GAP, PLT))
             beyond = any(f not in baseline for f in facts[i].needed)
             self.variant.append(beyond and knowledge.is_variant_name(fn.name))
-        self.twins = _twins(self.edges, facts, baseline)
+        self.twins = _twins(self.edges, facts, baseline, table)
 
     def name(self, i: int) -> str:
         return self.plt_names.get(i) or self.program.functions[i].name
 
 
-TWIN_SIMILARITY = 0.75  # weighted Jaccard of the instruction mixes
+TWIN_SIMILARITY = 0.7  # weighted Jaccard of the ISA-neutral instruction mixes
 TWIN_SIZE_RATIO = 1.3
-TWIN_MIN_INSTRUCTIONS = 16
+TWIN_MIN_INSTRUCTIONS = 12
 
 
-def _similarity(a: dict[int, int], b: dict[int, int]) -> float:
+def _similarity(a: dict[str, int], b: dict[str, int]) -> float:
     keys = a.keys() | b.keys()
     low = sum(min(a.get(k, 0), b.get(k, 0)) for k in keys)
     high = sum(max(a.get(k, 0), b.get(k, 0)) for k in keys)
     return low / high if high else 0.0
 
 
-def _twins(edges: Sequence[list[int]], facts: Sequence[_Facts], baseline: frozenset[str]) -> dict[tuple[int, int], int]:
+def _shape(fact: _Facts, table: FeatureTable) -> dict[str, int]:
+    shape: dict[str, int] = {}
+    for code, n in fact.mix.items():
+        name = family(table[code].mnemonic)
+        if name is not None:
+            shape[name] = shape.get(name, 0) + n
+    return shape
+
+
+def _twins(
+    edges: Sequence[list[int]], facts: Sequence[_Facts], baseline: frozenset[str], table: FeatureTable
+) -> dict[tuple[int, int], int]:
     """``(caller, richer) -> plainer`` for hand-made multiversioning.
 
     Code such as zstd's ``DYNAMIC_BMI2`` compiles one body twice, once with
@@ -180,6 +192,13 @@ def _twins(edges: Sequence[list[int]], facts: Sequence[_Facts], baseline: frozen
     """
     extra = [frozenset(f for f in fact.needed if f not in baseline) for fact in facts]
     found: dict[tuple[int, int], int] = {}
+    shapes: dict[int, dict[str, int]] = {}
+
+    def shape(i: int) -> dict[str, int]:
+        if i not in shapes:
+            shapes[i] = _shape(facts[i], table)
+        return shapes[i]
+
     for caller, targets in enumerate(edges):
         unique = set(targets)
         rich = [t for t in unique if extra[t]]
@@ -195,7 +214,7 @@ def _twins(edges: Sequence[list[int]], facts: Sequence[_Facts], baseline: frozen
                     continue
                 if max(size_a, size_b) > TWIN_SIZE_RATIO * min(size_a, size_b):
                     continue
-                if _similarity(facts[a].mix, facts[b].mix) >= TWIN_SIMILARITY:
+                if _similarity(shape(a), shape(b)) >= TWIN_SIMILARITY:
                     found[(caller, b)] = a
                     break
     return found
@@ -331,7 +350,7 @@ def classify(
     notable = table.notable(psabi_baseline)
     probes = table.probes()
     facts = [_facts(c, table, notable, probes, unnamed) for c in codes]
-    graph = _Graph(program, codes, facts, knowledge, baseline)
+    graph = _Graph(program, codes, facts, knowledge, baseline, table)
     roots = _roots(program, graph)
     reachable = _reachable(graph, roots)
     reasons = _guard_reasons(program, graph, reachable, knowledge)

@@ -33,6 +33,25 @@ class Use(Enum):
     CHECKED = "checked"  # only ever executed after a CPUID/OS check
 
 
+def family(mnemonic: str) -> str | None:
+    """An ISA-neutral name for comparing two builds of the same code, None to ignore.
+
+    A body compiled for AVX or BMI2 differs from its baseline twin mostly in
+    encodings: VPADDD for PADDD, SHLX for SHL, RORX for ROR, and in register
+    moves. Folding those together makes the two instruction mixes comparable.
+    """
+    name = mnemonic.upper()
+    if name.startswith(("MOV", "NOP", "ENDBR")) or name in ("XCHG", "PUSH", "POP", "INT3"):
+        return None
+    if name in ("SHLX", "SHRX", "SARX", "RORX"):
+        name = name[:-1]
+    if name in ("ROL", "ROR", "RCL", "RCR"):
+        return "ROTATE"
+    if name.startswith("V") and len(name) > 3 and name not in ("VERR", "VERW"):
+        name = name[1:]
+    return name
+
+
 @dataclass(frozen=True)
 class CodeInfo:
     """What one instruction code needs."""

@@ -21,13 +21,13 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_complet
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
+from functools import partial
 from pathlib import Path
 
 from cpuguard.scan import elf
-from cpuguard.scan.analyze import analyze_file
 from cpuguard.scan.cache import ScanCache, default_cache_dir
 from cpuguard.scan.records import FileScan, ScanReport
-from cpuguard.scan.summary import totals
+from cpuguard.scan.summary import satisfying_cpus, totals
 from cpuguard.scan.walk import Target, expand, library_search_dirs, resolve_library
 
 NOT_ELF = "not an ELF file"
@@ -60,6 +60,7 @@ class _Job:
     sha256: str
     size: int
     identity: tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns) when hashed
+    info: os.stat_result
 
 
 def _utcnow() -> datetime:
@@ -137,6 +138,12 @@ class _Scan:
             size = info.st_size
             if size == 0:
                 return self.done(FileScan(path, skipped="empty file"))
+            known = self.cache.known_digest(info) if self.cache else None
+            cached = self.cache.get(known, path) if self.cache and known else None
+            if cached is not None:
+                self.bytes_total += size
+                self.bytes_done += size
+                return self.done(cached)
             try:
                 elf.sniff(os.pread(fd, 64, 0))
                 with os.fdopen(os.dup(fd), "rb") as handle:
@@ -150,13 +157,14 @@ class _Scan:
         finally:
             os.close(fd)
         cached = self.cache.get(sha256, path) if self.cache else None
-        if cached is not None:
+        if cached is not None and self.cache is not None:
+            self.cache.remember_digest(info, sha256)
             self.bytes_total += size
             self.bytes_done += size
             return self.done(cached)
         self.results.append(None)
         self.bytes_total += size
-        return _Job(len(self.results) - 1, path, sha256, size, _identity(info))
+        return _Job(len(self.results) - 1, path, sha256, size, _identity(info), info)
 
     def finish(self, job: _Job, scan: FileScan) -> FileScan:
         try:
@@ -167,11 +175,15 @@ class _Scan:
             scan = FileScan(job.path, job.sha256, job.size, skipped=CHANGED)
         elif self.cache is not None:
             self.cache.put(scan)
+            if scan.scanned:
+                self.cache.remember_digest(job.info, job.sha256)
         self.bytes_done += job.size
         return self.done(scan, job.index)
 
     def run(self, jobs: list[_Job]) -> Iterable[FileScan]:
         """Analyse ``jobs``, yielding each result as it is ready."""
+        from cpuguard.scan.analyze import analyze_file  # the decoder loads only when needed
+
         jobs = sorted(jobs, key=lambda j: -j.size)
         work = sum(j.size for j in jobs)
         if self.jobs > 1 and len(jobs) > 1 and work >= PARALLEL_MIN_BYTES:
@@ -241,7 +253,8 @@ def scan_paths(
     finally:
         state.close()
     files = tuple(r for r in state.results if r is not None)
-    return ScanReport(files, totals(files), now())
+    cpus = partial(cache.suggestions, compute=satisfying_cpus) if cache else satisfying_cpus
+    return ScanReport(files, totals(files, cpus), now())
 
 
 def _needed_targets(

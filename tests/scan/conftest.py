@@ -46,6 +46,9 @@ for _name in ("clones", "supports", "ifunc"):
     CORPUS[f"{_name}-static"] = (f"{_name}.c", ["-march=x86-64", *STATIC])
     CORPUS[f"{_name}-static-stripped"] = (f"{_name}.c", ["-march=x86-64", *STATIC, *STRIP])
     CORPUS[f"{_name}-nopie-stripped"] = (f"{_name}.c", ["-march=x86-64", *NOPIE, *STRIP])
+CORPUS["twins"] = ("twins.c", ["-march=x86-64"])
+CORPUS["twins-stripped"] = ("twins.c", ["-march=x86-64", *STRIP])
+CORPUS["twins-static-stripped"] = ("twins.c", ["-march=x86-64", *STATIC, *STRIP])
 CORPUS["lahf"] = ("lahf.c", [])
 CORPUS["lahf-static-stripped"] = ("lahf.c", [*STATIC, *STRIP])
 
