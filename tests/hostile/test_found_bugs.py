@@ -215,3 +215,14 @@ def test_cpuinfo_with_a_cpu_without_features_is_refused(knowledge: Knowledge) ->
     text = "processor\t: 0\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n\nprocessor\t: 1\n"
     with pytest.raises(BadInput, match=r"^cpuinfo: empty 'Features' line$"):
         parse_cpuinfo(text, "cpuinfo", knowledge.vocabulary)
+
+
+def test_deeply_nested_yaml_flow_collections_are_refused_quickly() -> None:
+    # Before (found by fuzzing: a 20 KiB input timed out): PyYAML's scanner walks every open
+    # flow level for every token, so 120 KiB of 150-deep brackets took about 5 s to read.
+    text = "".join(f"k{i}: {'[' * 150}{']' * 150}\n" for i in range(400))
+    started = time.monotonic()
+    with pytest.raises(BadInput, match=r"^p\.yaml: invalid YAML: \[\.\.\.\] or \{\.\.\.\} nested more than 20 deep$"):
+        parse_yaml(text, "p.yaml")
+    assert time.monotonic() - started < 0.5
+    assert parse_yaml("a: " + "[" * 20 + "]" * 20, "p.yaml") == {"a": [[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]}
