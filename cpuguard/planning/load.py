@@ -96,10 +96,9 @@ def _string_keys(schema: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(k for k, v in schema.get("properties", {}).items() if v == {"type": "string"})
 
 
-def _plain_entry(entry: Any, schema: Mapping[str, Any]) -> bool:
-    """An entry the schema certainly accepts: string-typed keys with string values
-    (10,000 of them are checked in a blink; anything else goes to the schema walker)."""
-    keys = _string_keys(schema)
+def _plain_entry(entry: Any, keys: frozenset[str]) -> bool:
+    """An entry the schema certainly accepts: string-typed keys (``keys``) with string
+    values (10,000 of them are checked in a blink; anything else goes to the schema walker)."""
     return isinstance(entry, dict) and entry.keys() <= keys and all(isinstance(v, str) for v in entry.values())
 
 
@@ -114,6 +113,7 @@ def _vm_entries(
     raw: Any, path: Path, host_names: set[str], problems: list[Problem]
 ) -> tuple[dict[str, _VmEntry], dict[str, tuple[str, ...]]]:
     schema = load_schema("inventory")["properties"]["vms"]["additionalProperties"]
+    plain_keys = _string_keys(schema)
     vms = raw.get("vms") or {}
     if not isinstance(vms, dict):
         raise BadInput(path, "vms: expected a mapping of VM name -> host and domain")
@@ -140,7 +140,7 @@ def _vm_entries(
                 continue
             problems.append(Problem("vm", name, f"listed twice in {path}: {where}; the first is used", vm_hosts[name]))
         try:
-            if not _plain_entry(entry, schema):  # the common case, checked without the schema walker
+            if not _plain_entry(entry, plain_keys):  # the common case, checked without the schema walker
                 validate(entry, schema, path, ("vms", name))
         except BadInput as exc:
             problems.append(Problem("vm", name, exc.line(), vm_hosts[name]))
@@ -329,11 +329,12 @@ def load_fleet(
         )
     entries = _host_entries(raw, path, problems)
     vm_entries, vm_hosts = _vm_entries(raw, path, set(entries) | _unreadable(problems), problems)
-    hosts, live_xml = _read_hosts(entries, vm_entries, knowledge, problems, timeout=timeout, connector=connector)
     policy_files = _policy_files(policies)
     files = {name: (e.domain, policy_files.get(name)) for name, e in vm_entries.items()}
     vms: dict[str, VmSpec] = {}
     with VmFileReader(files, knowledge) as reader:
+        # workers (forked before any thread starts) parse the VM files while this process reads the hosts
+        hosts, live_xml = _read_hosts(entries, vm_entries, knowledge, problems, timeout=timeout, connector=connector)
         for name, domain, policy in reader.all():
             entry = vm_entries[name]
             on = (entry.host,) if entry.host else ()

@@ -261,22 +261,34 @@ def compute_matrix(
     rows: list[MatrixVm] = []
     cache = _RequirementCache(hosts, knowledge)
     ordered = sorted(vms, key=lambda v: v.name)
-    vm_classes: list[dict[Move, int]] = []
+    vm_classes: list[tuple[int, int]] = []
     vm_needs: list[_Needs] = []
+    groups: dict[tuple[object, ...], tuple[int, int, _Needs]] = {}
     for vm in ordered:
-        classes: dict[Move, int] = {}
-        for move in MOVES:
-            needs = cache.needs(vm, move)
-            need_key = (move, needs.arch, needs.vendor, needs.features, needs.forbidden)
-            cls = need_keys.setdefault(need_key, len(need_keys))
-            if cls == len(need_info):
-                need_info.append(need_key)
-                need_members.append([])
-            need_members[cls].append(vm.name)
-            classes[move] = cls
-            if move is Move.LIVE:
-                vm_needs.append(needs)
-        vm_classes.append(classes)
+        source = hosts.get(vm.host) if vm.host else None
+        domain = vm.domain
+        group_key = (
+            (domain.arch, domain.cpu) if domain else None,
+            (source.arch, source.vendor, source.flags) if source else None,
+            _policy_key(vm.policy),
+        )
+        group = groups.get(group_key)
+        if group is None:
+            ids: list[int] = []
+            for move in MOVES:
+                needs = cache.needs(vm, move)
+                need_key = (move, needs.arch, needs.vendor, needs.features, needs.forbidden)
+                cls = need_keys.setdefault(need_key, len(need_keys))
+                if cls == len(need_info):
+                    need_info.append(need_key)
+                    need_members.append([])
+                ids.append(cls)
+            group = groups[group_key] = (ids[0], ids[1], cache.needs(vm, Move.LIVE))
+        live_class, cold_class, live_needs = group
+        need_members[live_class].append(vm.name)
+        need_members[cold_class].append(vm.name)
+        vm_classes.append((live_class, cold_class))
+        vm_needs.append(live_needs)
 
     cells = _Cells(index)
     accepted: list[int] = []
@@ -294,16 +306,16 @@ def compute_matrix(
                 ok_columns |= columns_of_class[h]
         accepted.append(ok_columns)
 
-    for vm, classes, needs in zip(ordered, vm_classes, vm_needs, strict=True):
+    for vm, (live_class, cold_class), needs in zip(ordered, vm_classes, vm_needs, strict=True):
         own = 1 << column_of[vm.host] if vm.host in column_of else 0
         rows.append(
             MatrixVm(
                 name=vm.name,
                 host=vm.host,
-                live=classes[Move.LIVE],
-                cold=classes[Move.COLD],
-                live_targets=(accepted[classes[Move.LIVE]] & ~own).bit_count(),
-                cold_targets=(accepted[classes[Move.COLD]] & ~own).bit_count(),
+                live=live_class,
+                cold=cold_class,
+                live_targets=(accepted[live_class] & ~own).bit_count(),
+                cold_targets=(accepted[cold_class] & ~own).bit_count(),
                 mode=needs.mode,
                 notes=needs.notes,
             )
