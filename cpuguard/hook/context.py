@@ -8,6 +8,7 @@ keyed on every file listed in ``inputs``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,20 @@ def _read_policies(policies_dir: Path, knowledge: Knowledge) -> tuple[dict[str, 
     return policies, versions
 
 
+def check_owners(paths: list[str]) -> None:
+    """Refuse inputs another user could change: the hook runs as root and decides by them."""
+    euid = os.geteuid()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if st.st_uid not in (0, euid):
+            raise BadInput(path, f"owned by uid {st.st_uid}, not root: refusing it (check_permissions)")
+        if st.st_mode & 0o022:
+            raise BadInput(path, "writable by group or others: refusing it (check_permissions)")
+
+
 def build_context(config_path: Path) -> HookContext:
     """Read the configuration at ``config_path`` and everything it names.
 
@@ -109,6 +124,7 @@ def build_context(config_path: Path) -> HookContext:
 
     inputs = [str(config_path)]
     config = read_config(config_path)
+    trusted = [str(config_path.parent), str(config_path)]
     knowledge = load_knowledge()
     inputs += _knowledge_inputs()
 
@@ -138,6 +154,10 @@ def build_context(config_path: Path) -> HookContext:
         snapshot = parse_snapshot(data, config.host_facts, knowledge.vocabulary)
         snapshot_version = file_version(config.host_facts, data)
 
+    trusted += [i for i in inputs if i.startswith(str(policies_dir)) or i == str(config.host_facts)]
+    trusted += [entry.source for entry in inventory.hosts.values() if entry.source in inputs]
+    if config.check_permissions:
+        check_owners(trusted)
     inputs += loaded_package_files()
     return HookContext(
         config=config,

@@ -80,6 +80,14 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, config_path: Path | None = None)
     where = config_path if config.path else f"{config_path} (absent: defaults)"
     detail = f"{where}: mode {config.mode}, {len(context.policies)} VM policies in {config.policies}"
     checks.append(Check("config", True, detail))
+    # The shim keeps on_error and audit_log for when the config cannot be read: they must agree.
+    exits = {"block": "1", "allow": "0"}
+    expected = {f"on_error_{op}": exits[action] for op, action in config.on_error.items()}
+    expected["audit_log"] = str(config.audit_log)
+    differing = sorted(name for name, value in expected.items() if settings.get(name) != value)
+    if differing:
+        detail = f"the shim's {', '.join(differing)} differ from {config_path}: run 'cpuguard hook install' again"
+        checks.append(Check("shim", False, detail))
 
     from cpuguard.hook.hostfacts import boot_time, snapshot_time
 

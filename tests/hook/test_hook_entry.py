@@ -150,3 +150,13 @@ def test_nothing_on_stdout_ever(site: HookSite) -> None:
         )
         assert done.stdout == b"", (vm, operation)
         assert len(done.stderr.decode().splitlines()) <= 1, done.stderr
+
+
+def test_inputs_other_users_could_change_are_refused(site: HookSite) -> None:
+    policy = site.policies / "vms" / "db01.yaml"
+    policy.chmod(0o666)
+    run = site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    assert run.exit_code == 1
+    assert f"could not decide: {policy}: writable by group or others: refusing it (check_permissions)" in run.stderr
+    site.configure(check_permissions=False)
+    assert "BLOCK db01" in site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes()).stderr

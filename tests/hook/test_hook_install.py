@@ -205,3 +205,15 @@ def test_reload_sends_sighup_to_the_daemon_in_the_pidfile(tmp_path: Path) -> Non
 def test_shipped_shim_is_executable() -> None:
     assert os.access(ROOT / "hooks" / "qemu", os.X_OK)
     assert shutil.which("sh")
+
+
+def test_status_notices_a_shim_older_than_the_config(hooks: Path, site: HookSite) -> None:
+    install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    site.configure(on_error={"start": "block"})
+    checks = {c.name: c for c in status(hooks)}
+    assert not checks["shim"].ok
+    assert checks["shim"].detail == (
+        f"the shim's on_error_start differ from {site.config}: run 'cpuguard hook install' again"
+    )
+    install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    assert "shim" not in {c.name for c in status(hooks)}
