@@ -89,7 +89,7 @@ def install_site(root: Path, socket: Path) -> tuple[Path, Path]:
     time.sleep(RACY_SECONDS + 0.5)  # inputs this young are never cached (cpuguard/hook/cache.py)
     shims = []
     for name, sock in (("served", str(socket)), ("alone", "")):
-        install(root / name, etc / "config.yaml", root / "cache", socket=sock, snapshot=lambda _n: None)  # type: ignore[arg-type,return-value]
+        install(root / name, etc / "config.yaml", root / "cache", socket=sock)  # host.json exists: no snapshot taken
         shims.append(hook_path(root / name))
     return shims[0], shims[1]
 
