@@ -102,7 +102,7 @@ def finish(
     required.sort(key=lambda u: u.feature)
 
     notes = list(prepared.notes)
-    if isa_level:
+    if isa_level and isa_level != LEVEL_NAMES[0]:
         notes.append(f"declares GNU_PROPERTY_X86_ISA_1_NEEDED {isa_level} (enforced by the loader)")
     if props.used_level and props.used_level != isa_level:
         notes.append(f"assembler marked ISA level used: {props.used_level} (informative only)")

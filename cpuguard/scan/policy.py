@@ -187,8 +187,8 @@ def policy_binaries_from_data(
 
         canonical = load_vocabulary().canonical
     check = _Checker(source_path, canonical)
-    if isinstance(data, dict) and "binaries" in data:
-        data = data["binaries"]
+    if isinstance(data, dict):  # a whole policy: its binaries section, if any
+        data = data.get("binaries")
     if data is None:
         return []
     result: list[BinaryNeeds] = []

@@ -49,6 +49,10 @@ for _name in ("clones", "supports", "ifunc"):
 CORPUS["twins"] = ("twins.c", ["-march=x86-64"])
 CORPUS["twins-stripped"] = ("twins.c", ["-march=x86-64", *STRIP])
 CORPUS["twins-static-stripped"] = ("twins.c", ["-march=x86-64", *STATIC, *STRIP])
+_NATIVE = ["-march=native", '-DAST_BUILDOPTS="BUILD_NATIVE, OPTIONAL_API"']
+CORPUS["asterisk-native"] = ("asterisk_version.c", _NATIVE)
+CORPUS["asterisk-native-stripped"] = ("asterisk_version.c", [*_NATIVE, *STRIP])
+CORPUS["asterisk-generic"] = ("asterisk_version.c", ["-march=x86-64", '-DAST_BUILDOPTS="OPTIONAL_API"'])
 CORPUS["lahf"] = ("lahf.c", [])
 CORPUS["lahf-static-stripped"] = ("lahf.c", [*STATIC, *STRIP])
 

@@ -177,4 +177,3 @@ def test_system_programs_are_not_said_to_need_what_they_dispatch(cases: list[Cas
             "pclmulqdq", "sha_ni", "bmi2",
         }  # fmt: skip
         assert not extensions, f"{name}: {by_name[name].why}"
-

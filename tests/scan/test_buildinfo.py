@@ -1,0 +1,27 @@
+"""Build facts a binary states about itself (buildinfo.py): Asterisk's BUILD_NATIVE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cpuguard.scan import scan_paths
+from tests.scan.conftest import Built
+
+NOTE = 'built with BUILD_NATIVE (asterisk_build_opts: "BUILD_NATIVE, OPTIONAL_API"): compiled for the build host\'s CPU'
+
+
+def notes(path: Path, cache: Path) -> tuple[str, ...]:
+    return scan_paths([path], cache_dir=cache).files[0].notes
+
+
+def test_build_native_is_reported_from_the_symbol(corpus: dict[str, Built], scan_cache: Path) -> None:
+    assert NOTE in notes(corpus["asterisk-native"].path, scan_cache)
+
+
+def test_build_native_is_found_in_a_stripped_binary(corpus: dict[str, Built], scan_cache: Path) -> None:
+    assert NOTE in notes(corpus["asterisk-native-stripped"].path, scan_cache)
+
+
+def test_other_build_options_are_not_a_note(corpus: dict[str, Built], scan_cache: Path) -> None:
+    assert not any("BUILD_NATIVE" in n for n in notes(corpus["asterisk-generic"].path, scan_cache))
+    assert not any("BUILD_NATIVE" in n for n in notes(corpus["kernels-haswell"].path, scan_cache))

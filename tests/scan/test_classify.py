@@ -1,0 +1,106 @@
+"""Required or dispatched (classify.py), on the gcc corpus and this machine's libraries.
+
+These tests pin down *why* a feature lands where it does; test_groundtruth.py
+checks that the resulting verdicts are right.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cpuguard.scan import FileScan, scan_paths
+from tests.scan.conftest import Built
+
+DISPATCHED_EXTENSIONS = {"avx", "avx2", "avx512f", "avx512bw", "avx512vl", "sse4_2", "ssse3", "bmi2", "aes"}
+
+
+def scan_one(path: Path, cache: Path) -> FileScan:
+    report = scan_paths([path], cache_dir=cache)
+    assert len(report.files) == 1 and report.files[0].scanned, report.files
+    return report.files[0]
+
+
+def dispatched(scan: FileScan) -> dict[str, tuple[str, str]]:
+    return {d.feature: (d.reason, d.confidence) for d in scan.dispatched}
+
+
+def test_march_haswell_needs_haswell_features_in_its_own_functions(corpus: dict[str, Built], scan_cache: Path) -> None:
+    scan = scan_one(corpus["kernels-haswell"].path, scan_cache)
+    uses = {u.feature: u for u in scan.required}
+    assert {"avx", "avx2", "fma", "bmi1", "bmi2", "movbe", "abm", "popcnt"} <= set(uses)
+    assert scan.level == "x86-64-v3"
+    assert "saxpy.constprop.0" in uses["fma"].examples
+    assert uses["avx2"].functions >= 2 and uses["avx2"].instructions >= uses["avx2"].functions
+
+
+def test_target_clones_variants_are_dispatched_by_their_resolver(corpus: dict[str, Built], scan_cache: Path) -> None:
+    scan = scan_one(corpus["clones"].path, scan_cache)
+    found = dispatched(scan)
+    assert not scan.required_features & {"avx", "avx2", "avx512f"}
+    reason, confidence = found["avx2"]
+    assert confidence == "high" and "ifunc variant work." in reason and "resolver of work" in reason
+    assert "avx512f" in found
+
+
+def test_builtin_cpu_supports_guards_the_call(corpus: dict[str, Built], scan_cache: Path) -> None:
+    found = dispatched(scan_one(corpus["supports"].path, scan_cache))
+    assert found["popcnt"] == ("count_hw.constprop.0 is used only after the CPU check in main", "medium")
+    assert found["avx2"][0].startswith("sum_avx2")
+
+
+@pytest.mark.parametrize("name", ["supports-static-stripped", "ifunc-nopie-stripped", "clones-static-stripped"])
+def test_stripped_and_static_programs_still_show_dispatch(
+    corpus: dict[str, Built], scan_cache: Path, name: str
+) -> None:
+    scan = scan_one(corpus[name].path, scan_cache)
+    assert not scan.required_features & DISPATCHED_EXTENSIONS, scan.required
+    assert "avx2" in dispatched(scan)
+
+
+def test_twin_builds_of_one_body_are_a_run_time_choice(corpus: dict[str, Built], scan_cache: Path) -> None:
+    scan = scan_one(corpus["twins-stripped"].path, scan_cache)
+    assert "bmi2" not in scan.required_features
+    reason, confidence = dispatched(scan)["bmi2"]
+    assert "two builds of the same code" in reason and confidence == "medium"
+
+
+def test_cet_markers_and_tzcnt_are_not_requirements(corpus: dict[str, Built], scan_cache: Path) -> None:
+    scan = scan_one(corpus["kernels-cet"].path, scan_cache)
+    assert not scan.required_features & {"ibt", "user_shstk", "bmi1"}
+    assert scan.level == "x86-64-v1"
+
+
+def test_lahf_in_64_bit_mode_needs_lahf_lm(corpus: dict[str, Built], scan_cache: Path) -> None:
+    uses = {u.feature: u for u in scan_one(corpus["lahf"].path, scan_cache).required}
+    assert uses["lahf_lm"].examples == ("main",)
+
+
+SYSTEM_LIBRARIES = [
+    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    "/usr/lib/x86_64-linux-gnu/libm.so.6",
+    "/usr/lib/x86_64-linux-gnu/libcrypto.so.3",
+    "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+    "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    "/usr/lib/x86_64-linux-gnu/liblzma.so.5",
+    "/usr/lib/x86_64-linux-gnu/libzstd.so.1",
+    "/usr/lib64/ld-linux-x86-64.so.2",
+    "/usr/bin/python3",
+]
+
+
+@pytest.mark.parametrize("path", SYSTEM_LIBRARIES)
+def test_system_binaries_do_not_need_what_they_dispatch(path: str, scan_cache: Path) -> None:
+    if not Path(path).exists():
+        pytest.skip(f"{path} is not on this system")
+    scan = scan_one(Path(path).resolve(), scan_cache)
+    assert not scan.required_features & DISPATCHED_EXTENSIONS, scan.required
+    assert scan.level in ("x86-64-v1", "x86-64-v2")
+
+
+def test_libc_reports_its_avx512_as_dispatched(scan_cache: Path) -> None:
+    scan = scan_one(Path("/usr/lib/x86_64-linux-gnu/libc.so.6").resolve(), scan_cache)
+    found = dispatched(scan)
+    assert {"avx2", "avx512f", "avx512bw"} <= set(found)
+    assert "glibc" in found["avx512f"][0]

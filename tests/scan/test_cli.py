@@ -1,0 +1,78 @@
+"""``cpuguard scan`` end to end, the way a user runs it (cli.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, run_cpuguard
+from tests.scan.conftest import Built
+
+
+def test_text_output(corpus: dict[str, Built], tmp_path: Path) -> None:
+    path = corpus["kernels-haswell"].path
+    done = run_cpuguard("scan", "--cache-dir", str(tmp_path), str(path))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"{path} (pie-executable, ")
+    assert lines[1] == "  needs x86-64-v3: abm avx avx2 bmi1 bmi2 fma movbe popcnt"
+    assert any(line.startswith("    fma ") and line.endswith("e.g. saxpy.constprop.0") for line in lines)
+    assert "Total: 1 file scanned, " in done.stdout
+    assert "  oldest microarchitectures: haswell" in done.stdout
+
+
+def test_dispatched_features_are_explained(corpus: dict[str, Built], tmp_path: Path) -> None:
+    done = run_cpuguard("scan", "--no-cache", str(corpus["supports"].path))
+    assert done.returncode == 0, done.stderr
+    assert "  needs x86-64-v1: nothing beyond the x86-64 baseline" in done.stdout
+    assert "    popcnt (medium): count_hw.constprop.0 is used only after the CPU check in main" in done.stdout
+
+
+def test_nothing_scannable_is_exit_2_with_one_line(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    done = run_cpuguard("scan", "--no-cache", str(text))
+    assert done.returncode == 2
+    assert done.stderr == "cpuguard: error: nothing could be scanned (not an ELF file)\n"
+
+
+def test_one_bad_file_among_good_ones_is_exit_0(corpus: dict[str, Built], tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.write_bytes(corpus["kernels-x86-64"].path.read_bytes()[:100])
+    done = run_cpuguard("scan", "--no-cache", str(broken), str(corpus["kernels-x86-64"].path))
+    assert done.returncode == 0
+    assert f"{broken}: skipped: " in done.stdout
+
+
+def test_json_and_yaml(corpus: dict[str, Built], tmp_path: Path) -> None:
+    path = str(corpus["clones"].path)
+    as_json = run_cpuguard("scan", "--no-cache", "--format", "json", path)
+    report = json.loads(as_json.stdout)
+    assert report["files"][0]["path"] == path and report["binaries"][0]["path"] == path
+    assert report["totals"]["level"] == "x86-64-v1"
+    out = tmp_path / "binaries.yaml"
+    as_yaml = run_cpuguard("scan", "--no-cache", "--format", "yaml", "--output", str(out), path)
+    assert as_yaml.returncode == 0 and as_yaml.stdout == ""
+    section = yaml.safe_load(out.read_text())["binaries"]
+    assert section[0]["path"] == path
+    assert "avx2" in {d["feature"] for d in section[0]["dispatched"]}
+
+
+def test_merged_scan_results_drive_check(corpus: dict[str, Built], tmp_path: Path) -> None:
+    """A scan merged into a VM's policy shows up in `check` as needs of that binary."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    binary = corpus["kernels-haswell"].path
+    merged = run_cpuguard("scan", "--no-cache", "--merge-into", str(policies / "vms" / "pbx01.yaml"), str(binary))
+    assert merged.returncode == 0, merged.stderr
+    assert merged.stderr == f"merged 1 binary into {policies / 'vms' / 'pbx01.yaml'}\n"
+    check = run_cpuguard("check", "vm", "pbx01", "host", "model:Westmere", "--policies", str(policies))
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert f"needed by {binary} (" in check.stdout
+    again = run_cpuguard("scan", "--no-cache", "--merge-into", str(policies / "vms" / "pbx01.yaml"), str(binary))
+    assert again.returncode == 0
+    section = yaml.safe_load((policies / "vms" / "pbx01.yaml").read_text())["binaries"]
+    assert [entry["path"] for entry in section] == [str(binary)]  # replaced, not duplicated
