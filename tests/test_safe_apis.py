@@ -11,7 +11,9 @@ around. Forbidden in the package:
 * ``pickle``, ``marshal``, ``shelve`` (and friends): loading them runs code;
 * XML parsing outside ``cpuguard/xmlsafe.py``: ElementTree's and defusedxml's parse
   functions, ``xml.dom``, ``xml.sax``, ``xml.parsers.expat``, ``lxml``;
-* ``tempfile.mktemp`` (a name another user can take first).
+* ``tempfile.mktemp`` (a name another user can take first);
+* ``time.time()``: the wall clock jumps (NTP, an admin, a VM resumed). Deadlines and durations
+  use ``time.monotonic()``, timestamps ``datetime.now(UTC)``.
 
 Unlike ruff's per-line ``noqa``, an exception here is an entry in :data:`ALLOWED` with its
 reason, and an entry no longer needed fails the test.
@@ -178,6 +180,8 @@ class _Checker(ast.NodeVisitor):
                 self.flag(node, "yaml", f"{name} without a safe Loader (got {loader_name or 'none'})")
         if name == "tempfile.mktemp":
             self.flag(node, "tempfile", "tempfile.mktemp: another user can create the name first")
+        if name == "time.time":
+            self.flag(node, "clock", "time.time() jumps with the clock: time.monotonic() or datetime.now(UTC)")
         module, _, function = name.rpartition(".")
         if self.path != XML_HOME and module in XML_MODULES and function in XML_PARSE_FUNCTIONS:
             self.flag(node, "xml", f"{name}(): parse XML only through cpuguard.xmlsafe")
@@ -223,6 +227,7 @@ FORBIDDEN = {
         "import xml.etree.ElementTree as ET\nET.XMLParser()",
     ],
     "tempfile": ["import tempfile\ntempfile.mktemp()"],
+    "clock": ["import time\ndeadline = time.time() + 5", "from time import time\nstarted = time()"],
 }
 
 ALLOWED_SNIPPETS = [
@@ -239,6 +244,7 @@ ALLOWED_SNIPPETS = [
     "import json\njson.loads(text)",
     "import tempfile\ntempfile.mkstemp()",
     "model.eval()",
+    "import time\nstarted = time.monotonic()",
     "import importlib\nimportlib.import_module('cpuguard.hook.cli')",
 ]
 
