@@ -21,9 +21,6 @@ from cpuguard.scan.notes import Properties, read_properties
 from cpuguard.scan.program import GAP, Program, read_program
 from cpuguard.scan.records import FEATURE_NOTE, ISA_NOTE, FeatureUse, FileScan
 
-# Part of the cache key: bump whenever a scan of the same bytes would change.
-SCANNER_VERSION = "1"
-
 
 @dataclass
 class Prepared:

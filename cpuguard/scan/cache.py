@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -38,13 +39,26 @@ def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(os.path.expanduser(base)) / "cpuguard" / "scan"
 
 
+def _iced_version() -> str:
+    """iced-x86's installed version, from its dist-info directory name.
+
+    Cheaper than importlib.metadata (which scans every distribution), and
+    importing iced itself is not needed for a warm rescan.
+    """
+    spec = importlib.util.find_spec("iced_x86")
+    if spec is None or spec.origin is None:
+        return "absent"
+    site = Path(spec.origin).resolve().parent.parent
+    found = sorted(p.name for p in site.glob("iced_x86-*.dist-info"))
+    return found[-1] if found else f"unknown:{spec.origin}"
+
+
 @cache
 def fingerprint() -> str:
     """What besides the file's bytes a scan result depends on."""
-    from cpuguard.scan.analyze import SCANNER_VERSION
-    from cpuguard.scan.decode import iced_version
+    from cpuguard.scan.records import SCANNER_VERSION
 
-    digest = hashlib.sha256(f"{SCANNER_VERSION}\0{iced_version()}\0".encode())
+    digest = hashlib.sha256(f"{SCANNER_VERSION}\0{_iced_version()}\0".encode())
     for name in KNOWLEDGE_FILES:
         try:
             digest.update((DATA_DIR / name).read_bytes())

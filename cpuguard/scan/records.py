@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+# Part of the cache key: bump whenever a scan of the same bytes would change.
+SCANNER_VERSION = "1"
+
 # Evidence kinds for a required feature.
 DECODED = "decoded"  # instructions found in code reachable from the entry points
 ISA_NOTE = "isa-note"  # GNU_PROPERTY_X86_ISA_1_NEEDED, enforced by the loader

@@ -12,23 +12,25 @@ reason; only the caller decides whether "nothing scanned" is an error.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cpuguard.scan import elf
 from cpuguard.scan.cache import ScanCache, default_cache_dir
 from cpuguard.scan.records import FileScan, ScanReport
 from cpuguard.scan.summary import satisfying_cpus, totals
 from cpuguard.scan.walk import Target, expand, library_search_dirs, resolve_library
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor, Future
 
 NOT_ELF = "not an ELF file"
 PARALLEL_MIN_BYTES = 4 << 20  # less work than this is done faster without a pool
@@ -187,6 +189,9 @@ class _Scan:
         jobs = sorted(jobs, key=lambda j: -j.size)
         work = sum(j.size for j in jobs)
         if self.jobs > 1 and len(jobs) > 1 and work >= PARALLEL_MIN_BYTES:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
             if self.executor is None:
                 _warm_up()
                 context = multiprocessing.get_context("fork")
@@ -247,7 +252,7 @@ def scan_paths(
                     pending.append(opened)
                 elif follow_needed:
                     queue.extend(_needed_targets(opened, search, seen, missing))
-            for scan in state.run(pending):
+            for scan in state.run(pending) if pending else ():
                 if follow_needed:
                     queue.extend(_needed_targets(scan, search, seen, missing))
     finally:
