@@ -96,17 +96,14 @@ def _read_policies(policies_dir: Path, knowledge: Knowledge) -> tuple[dict[str, 
 
 
 def check_owners(paths: list[str]) -> None:
-    """Refuse inputs another user could change: the hook runs as root and decides by them."""
-    euid = os.geteuid()
+    """Refuse inputs another user could change (config ``check_permissions``): the hook runs as
+    root and decides by them. Each file and every directory above it (cpuguard.trust)."""
+    from cpuguard.trust import check_trusted
+
+    owners = frozenset({0, os.geteuid()})
     for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        if st.st_uid not in (0, euid):
-            raise BadInput(path, f"owned by uid {st.st_uid}, not root: refusing it (check_permissions)")
-        if st.st_mode & 0o022:
-            raise BadInput(path, "writable by group or others: refusing it (check_permissions)")
+        if os.path.isfile(path):
+            check_trusted(path, owners=owners)
 
 
 def build_context(config_path: Path) -> HookContext:
@@ -124,7 +121,7 @@ def build_context(config_path: Path) -> HookContext:
 
     inputs = [str(config_path)]
     config = read_config(config_path)
-    trusted = [str(config_path.parent), str(config_path)]
+    trusted = [str(config_path)]
     knowledge = load_knowledge()
     inputs += _knowledge_inputs()
 

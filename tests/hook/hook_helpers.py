@@ -64,8 +64,17 @@ class HookSite:
         shutil.copytree(source, self.policies)
 
     def configure(self, **keys: Any) -> None:
-        """Write the config; JSON is YAML, and relative paths resolve next to the file."""
-        settings = {"policies": "policies", "host_facts": "host.json", "audit_log": "audit.jsonl", **keys}
+        """Write the config; JSON is YAML, and relative paths resolve next to the file.
+
+        check_permissions is off: pytest's directories are below /tmp, which every user can write.
+        """
+        settings = {
+            "policies": "policies",
+            "host_facts": "host.json",
+            "audit_log": "audit.jsonl",
+            "check_permissions": False,
+            **keys,
+        }
         self.config.write_text(json.dumps(settings, indent=2) + "\n")
 
     def snapshot_from(self, source: str, name: str) -> None:

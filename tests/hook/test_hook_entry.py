@@ -153,10 +153,12 @@ def test_nothing_on_stdout_ever(site: HookSite) -> None:
 
 
 def test_inputs_other_users_could_change_are_refused(site: HookSite) -> None:
-    policy = site.policies / "vms" / "db01.yaml"
-    policy.chmod(0o666)
+    """Here every input lies below /tmp, which anyone may write (cpuguard.trust has the details)."""
+    site.configure(check_permissions=True)
     run = site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
     assert run.exit_code == 1
-    assert f"could not decide: {policy}: writable by group or others: refusing it (check_permissions)" in run.stderr
+    problem = "not trusted: its directory /tmp is writable by group and others (mode 1777)"
+    assert f"could not decide: {site.config}: {problem}" in run.stderr
+    assert site.records()[0]["verdict"] == "error"
     site.configure(check_permissions=False)
     assert "BLOCK db01" in site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes()).stderr

@@ -56,6 +56,7 @@ class Node:
             "host_facts": "host.json",
             "audit_log": "audit.jsonl",
             "host_name": f"node-{self.name}",
+            "check_permissions": False,  # the testbed lives below /tmp, which every user can write
             **keys,
         }
         self.config.write_text(json.dumps(settings, indent=2) + "\n")
