@@ -136,11 +136,9 @@ class _Graph:
                 # Only references into code can be edges; most hit a function's start.
                 inside = refs[bisect_left(refs, low) : bisect_left(refs, high)]
                 found = list(map(index.get, inside))
-                for r, j in zip(inside, found, strict=True):
-                    if j is None:
-                        j = program.containing(r)
-                    if j is not None and j != i:
-                        targets.append(j)
+                if None in found:  # into the middle of a function: rarer, slower
+                    found = [program.containing(r) if j is None else j for r, j in zip(inside, found, strict=True)]
+                targets = [j for j in found if j is not None and j != i]
             self.edges.append(targets)
             checks = (
                 facts[i].cpuid
@@ -190,7 +188,9 @@ def _twins(
     one caller refers to two functions of nearly the same size and
     instruction mix, one using CPU extensions the other does without.
     """
-    extra = [frozenset(f for f in fact.needed if f not in baseline) for fact in facts]
+    empty: frozenset[str] = frozenset()
+    extra = [frozenset(f for f in fact.needed if f not in baseline) if fact.needed else empty for fact in facts]
+    rich_functions = {i for i, features in enumerate(extra) if features}
     found: dict[tuple[int, int], int] = {}
     shapes: dict[int, dict[str, int]] = {}
 
@@ -200,9 +200,10 @@ def _twins(
         return shapes[i]
 
     for caller, targets in enumerate(edges):
+        if rich_functions.isdisjoint(targets):
+            continue
         unique = set(targets)
-        rich = [t for t in unique if extra[t]]
-        for b in rich:
+        for b in unique & rich_functions:
             size_b = facts[b].instructions
             if size_b < TWIN_MIN_INSTRUCTIONS:
                 continue

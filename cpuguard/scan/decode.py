@@ -131,21 +131,26 @@ def decode_spans(read: Callable[[int, int], bytes], spans: Sequence[Span], immed
     a whole run and a split by address measured slower (large lists).
     """
     results: list[FunctionCode] = []
+    count = len(spans)
     i = 0
-    while i < len(spans):
+    while i < count:
         first = spans[i]
+        base_start, base_offset = first.start, first.offset
+        limit = base_offset + CHUNK
+        end = first.start + first.size
         j = i + 1
-        while (
-            j < len(spans)
-            and spans[j].offset - spans[j - 1].offset == spans[j].start - spans[j - 1].start
-            and spans[j].start >= spans[j - 1].start + spans[j - 1].size
-            and spans[j].offset + spans[j].size - first.offset <= CHUNK
-        ):
+        while j < count:
+            span = spans[j]
+            # Same distance in the file as in memory, in order, within the chunk.
+            if span.offset - base_offset != span.start - base_start or span.start < end:
+                break
+            if span.offset + span.size > limit:
+                break
+            end = span.start + span.size
             j += 1
-        last = spans[j - 1]
-        block = read(first.offset, last.offset + last.size - first.offset)
+        block = read(base_offset, end - base_start)
         for span in spans[i:j]:
-            at = span.offset - first.offset
+            at = span.start - base_start
             results.append(decode_span(block[at : at + span.size], span.start, immediates))
         i = j
     return results
