@@ -37,9 +37,16 @@ def append(path: Path, record: Mapping[str, Any]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        written = os.write(fd, line)
-        while written < len(line):  # only on a full disk or a signal; still under the lock
-            written += os.write(fd, line[written:])
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            written = os.write(fd, line)
+            while written < len(line):  # only on a full disk or a signal; still under the lock
+                written += os.write(fd, line[written:])
+        except OSError:
+            # A full disk can take part of the line: cut it off, so that the log keeps whole
+            # lines only and the next record does not start in the middle of this one.
+            os.ftruncate(fd, end)
+            raise
     finally:
         os.close(fd)  # releases the lock
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -116,3 +117,27 @@ def test_summary_lines(site: HookSite) -> None:
         f"{error['time']}  old-node  db01  migrate  ERROR->BLOCK  libvirt:db01: malformed XML: "
         "syntax error: line 1, column 0"
     )
+
+
+def test_a_record_the_disk_cannot_hold_is_cut_off_whole(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes the kernel refuse to grow the file part-way through a write, the way a
+    full disk does (write returns short, then fails): only whole lines may stay."""
+    log = tmp_path / "audit.jsonl"
+    audit.append(log, {"vm": "first"})
+    size = log.stat().st_size
+    code = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from cpuguard.hook import audit\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({size + 100}, {size + 100}))\n"
+        "try:\n"
+        f"    audit.append(Path({str(log)!r}), {{'vm': 'x' * 500}})\n"
+        "except OSError as exc:\n"
+        "    print(exc.errno)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "27", done.stderr  # EFBIG
+    assert log.read_text() == '{"vm":"first"}\n'
+    audit.append(log, {"vm": "next"})
+    assert [json.loads(line)["vm"] for line in log.read_text().splitlines()] == ["first", "next"]
