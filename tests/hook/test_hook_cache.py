@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,3 +104,18 @@ def test_unwritable_cache_directory_costs_speed_not_decisions(site: HookSite) ->
     site.cache_dir.write_text("not a directory")
     assert builds(site) == [site.config]
     assert builds(site) == [site.config]
+
+
+def test_a_cached_decision_imports_neither_pyyaml_nor_click_nor_libvirt(site: HookSite) -> None:
+    assert cache.save(site.cache_dir, site.config, build_context(site.config), LATER)
+    code = (
+        "import io, sys\n"
+        "from cpuguard.hook.entry import main\n"
+        "code = main(sys.argv[1:], stdin=io.BytesIO(sys.stdin.buffer.read()), stderr=io.StringIO())\n"
+        "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'yaml', 'click', 'libvirt'}))\n"
+    )
+    args = [*site.options(), "--", "db01", "migrate", "begin", "-"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], input=(DOMAINS / "db01.xml").read_bytes(), capture_output=True, timeout=60
+    )
+    assert done.stdout.decode() == "1 []\n", done.stderr
