@@ -149,7 +149,9 @@ def analyze_file(path: str, sha256: str, name: str) -> FileScan:
         source = elf.FileSource(fd, size)
         try:
             prepared = prepare(path, source, sha256, knowledge, name)
-            codes = decode_spans(source.read, prepared.spans, prepared.immediates)
+            # A known-dispatching library needs no call graph, hence no references.
+            wanted = prepared.library_reason is None
+            codes = decode_spans(source.read, prepared.spans, prepared.immediates, wanted)
         except elf.ElfError as exc:
             return FileScan(path, sha256, size, skipped=str(exc))
         except OSError as exc:

@@ -304,8 +304,18 @@ def _guard_reasons(
     return reasons
 
 
+class _Names:
+    """Function names, for a file whose call graph is not needed."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+
+    def name(self, i: int) -> str:
+        return self.program.functions[i].name
+
+
 def _feature_uses(
-    graph: _Graph, facts: Sequence[_Facts], members: set[int]
+    graph: _Graph | _Names, facts: Sequence[_Facts], members: set[int]
 ) -> dict[str, tuple[int, list[tuple[int, int]]]]:
     """feature -> (instructions, [(count, function index)])."""
     uses: dict[str, tuple[int, list[tuple[int, int]]]] = {}
@@ -317,7 +327,7 @@ def _feature_uses(
     return uses
 
 
-def _examples(graph: _Graph, where: list[tuple[int, int]]) -> tuple[str, ...]:
+def _examples(graph: _Graph | _Names, where: list[tuple[int, int]]) -> tuple[str, ...]:
     ranked = sorted(where, key=lambda w: (-w[0], graph.name(w[1])))
     names: list[str] = []
     for _, i in ranked:
@@ -351,10 +361,17 @@ def classify(
     notable = table.notable(psabi_baseline)
     probes = table.probes()
     facts = [_facts(c, table, notable, probes, unnamed) for c in codes]
-    graph = _Graph(program, codes, facts, knowledge, baseline, table)
-    roots = _roots(program, graph)
-    reachable = _reachable(graph, roots)
-    reasons = _guard_reasons(program, graph, reachable, knowledge)
+    graph: _Graph | _Names
+    if library_reason:
+        # Known to dispatch: the answer does not depend on the call graph, so
+        # it is not built (the decoder did not collect references either).
+        graph = _Names(program)
+        reachable = {i for i, f in enumerate(program.functions) if f.origin != GAP}
+        reasons: dict[int, tuple[str, str]] = {}
+    else:
+        graph = _Graph(program, codes, facts, knowledge, baseline, table)
+        reachable = _reachable(graph, _roots(program, graph))
+        reasons = _guard_reasons(program, graph, reachable, knowledge)
 
     required_uses = _feature_uses(graph, facts, reachable)
     required: list[FeatureUse] = []
@@ -402,7 +419,9 @@ def classify(
     )
 
 
-def _best_reason(graph: _Graph, where: list[tuple[int, int]], reasons: dict[int, tuple[str, str]]) -> tuple[str, str]:
+def _best_reason(
+    graph: _Graph | _Names, where: list[tuple[int, int]], reasons: dict[int, tuple[str, str]]
+) -> tuple[str, str]:
     best: tuple[str, str] | None = None
     for _, i in sorted(where, key=lambda w: -w[0]):
         fn = graph.program.functions[i]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from itertools import compress
@@ -100,18 +100,24 @@ try:  # the C helper behind Counter.update, without its per-call type checks
     from collections import _count_elements as _count  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - other Python implementations
 
-    def _count(mapping: dict[int, int], iterable: Sequence[int]) -> None:
+    def _count(mapping: dict[int, int], iterable: Iterable[int]) -> None:
         mapping.update(Counter(iterable))
 
 
-def decode_span(code: bytes, start: int, immediates: bool) -> FunctionCode:
-    """Summarize the instructions in ``code`` loaded at ``start``."""
+def decode_span(code: bytes, start: int, immediates: bool, refs_wanted: bool = True) -> FunctionCode:
+    """Summarize the instructions in ``code`` loaded at ``start``.
+
+    ``refs_wanted`` False skips collecting references (when no call graph is built).
+    """
     if len(code) <= PADDING_MAX and not code.translate(None, PADDING_BYTES):
         return EMPTY  # alignment padding between functions: NOPs, INT3, zeros
+    counts: dict[int, int] = {}
+    if not refs_wanted:
+        _count(counts, map(_CODE, Decoder(64, code, ip=start)))
+        return counts, ()
     tables = code_tables()
     insts = list(Decoder(64, code, ip=start))
     codes = list(map(_CODE, insts))
-    counts: dict[int, int] = {}
     _count(counts, codes)
     refs: set[int] = set(map(_TARGET, compress(insts, map(tables.branch.__getitem__, codes))))
     memrefs = list(compress(insts, map(tables.memref.__getitem__, codes)))
@@ -123,7 +129,9 @@ def decode_span(code: bytes, start: int, immediates: bool) -> FunctionCode:
     return counts, tuple(sorted([r for r in refs if not start <= r < end and r]))
 
 
-def decode_spans(read: Callable[[int, int], bytes], spans: Sequence[Span], immediates: bool) -> list[FunctionCode]:
+def decode_spans(
+    read: Callable[[int, int], bytes], spans: Sequence[Span], immediates: bool, refs_wanted: bool = True
+) -> list[FunctionCode]:
     """Decode ``spans`` (sorted by address), reading their bytes with ``read(offset, size)``.
 
     Runs of spans that are adjacent in the file (up to ``CHUNK`` bytes) are
@@ -151,7 +159,7 @@ def decode_spans(read: Callable[[int, int], bytes], spans: Sequence[Span], immed
         block = read(base_offset, end - base_start)
         for span in spans[i:j]:
             at = span.start - base_start
-            results.append(decode_span(block[at : at + span.size], span.start, immediates))
+            results.append(decode_span(block[at : at + span.size], span.start, immediates, refs_wanted))
         i = j
     return results
 
