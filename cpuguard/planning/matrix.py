@@ -177,7 +177,7 @@ class _RequirementCache:
     def __init__(self, hosts: Mapping[str, HostFacts], knowledge: Knowledge) -> None:
         self.hosts = hosts
         self.knowledge = knowledge
-        self.domain_part: dict[tuple[object, ...], Requirements] = {}
+        self.domain_part: dict[tuple[object, ...], tuple[Requirements, frozenset[str], frozenset[str]]] = {}
         self.policy_part: dict[tuple[object, ...], frozenset[str]] = {}
         self.joined: dict[tuple[object, ...], _Needs] = {}
 
@@ -193,10 +193,11 @@ class _RequirementCache:
         joined = self.joined.get((domain_key, policy_key))
         if joined is not None:
             return joined
-        base = self.domain_part.get(domain_key)
-        if base is None:
-            base = build_requirements(vm.name, domain, None, move, self.knowledge, source_host=source)
-            self.domain_part[domain_key] = base
+        part = self.domain_part.get(domain_key)
+        if part is None:
+            req = build_requirements(vm.name, domain, None, move, self.knowledge, source_host=source)
+            part = self.domain_part[domain_key] = (req, req.features, frozenset(n.feature for n in req.forbidden))
+        base, base_features, forbidden = part
         workload = self.policy_part.get(policy_key)
         if workload is None:
             workload = frozenset()
@@ -206,8 +207,8 @@ class _RequirementCache:
         joined = _Needs(
             arch=base.arch,
             vendor=base.vendor,
-            features=base.features | workload,
-            forbidden=frozenset(n.feature for n in base.forbidden),
+            features=base_features | workload,
+            forbidden=forbidden,
             mode=vm.policy.mode if vm.policy else "enforce",
             notes=base.notes,
         )
