@@ -22,13 +22,20 @@ class Hung(Exception):
     pass
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "time_bound(seconds): a longer bound than TEST_SECONDS for one test")
+
+
 @pytest.fixture(autouse=True)
-def _time_bound() -> Iterator[None]:
+def _time_bound(request: pytest.FixtureRequest) -> Iterator[None]:
+    marker = request.node.get_closest_marker("time_bound")
+    seconds = int(marker.args[0]) if marker else TEST_SECONDS
+
     def expire(signum: int, frame: FrameType | None) -> None:
-        raise Hung(f"test still running after {TEST_SECONDS} s: a hang")
+        raise Hung(f"test still running after {seconds} s: a hang")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TEST_SECONDS)
+    signal.alarm(seconds)
     try:
         yield
     finally:

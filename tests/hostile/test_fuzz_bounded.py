@@ -21,6 +21,7 @@ from tests.hostile.tally import FUZZ_RUNS, FuzzRun
 SECONDS = int(os.environ.get("CPUGUARD_FUZZ_SECONDS", "15"))
 
 
+@pytest.mark.time_bound(1200)  # the run bounds itself: fuzz/run stops each target after SECONDS
 def test_every_fuzz_target_runs_without_a_crash(tmp_path: Path) -> None:
     if SECONDS <= 0:
         pytest.skip("CPUGUARD_FUZZ_SECONDS=0")
