@@ -212,8 +212,10 @@ def _policy_files(policies: Path) -> dict[str, Path]:
 
 def _read_policy(path: Path, vm: str, knowledge: Knowledge) -> VmPolicy:
     raw = yamlread.read(path, 4 * 1024 * 1024)
-    for key, _value, line in yamlread.duplicates(raw):
-        raise BadInput(path, f"invalid YAML: duplicate key {key!r} (line {line})")
+    duplicate = yamlread.first_duplicate(raw)
+    if duplicate is not None:
+        key, line = duplicate
+        raise BadInput(path, f"invalid YAML: duplicate key {key!r}{f' (line {line})' if line else ''}")
     return policy_from_data(raw, path, knowledge, vm=vm)
 
 
@@ -347,6 +349,10 @@ def load_fleet(
     if not isinstance(raw, dict):
         raise BadInput(path, "expected a mapping with 'hosts' and 'vms'")
     problems: list[Problem] = _collect_problems(path)
+    for key, _value, line in yamlread.duplicates(raw):
+        problems.append(
+            Problem("inventory", str(path), f"{path}: key {key!r} appears twice (line {line}); the first is used")
+        )
     for key in sorted(set(raw) - {"description", "hosts", "vms"}, key=str):
         problems.append(
             Problem("inventory", str(path), f"{path}: unknown key {key!r} (known: description, hosts, vms)")

@@ -122,3 +122,21 @@ def duplicates(value: Any) -> list[tuple[Any, Any, int]]:
 def line_of(value: Any, key: Any) -> int | None:
     lines: dict[Any, int] = getattr(value, "lines", {})
     return lines.get(key)
+
+
+def first_duplicate(value: Any) -> tuple[Any, int] | None:
+    """(key, line) of the first duplicated key anywhere in ``value``, or None."""
+    if isinstance(value, dict):
+        found = getattr(value, "duplicates", [])
+        if found:
+            return found[0][0], found[0][2]
+        for item in value.values():
+            inner = first_duplicate(item)
+            if inner is not None:
+                return inner
+    elif isinstance(value, list):
+        for item in value:
+            inner = first_duplicate(item)
+            if inner is not None:
+                return inner
+    return None

@@ -210,3 +210,18 @@ def test_json_syntax_inventory_reports_duplicates(tmp_path: Path, knowledge: Kno
     assert [(p.kind, p.name, p.hosts) for p in fleet.problems] == [("vm", "db01", ("mid-node", "new-node"))]
     assert fleet.problems[0].message.endswith("new-node and mid-node; left out of the plan")
     assert sorted(fleet.vms) == ["pbx01"]
+
+
+def test_duplicate_keys_inside_a_policy_and_at_the_top(tmp_path: Path, knowledge: Knowledge) -> None:
+    policies = copy_example(tmp_path)
+    (policies / "vms" / "db01.yaml").write_text(
+        "vm: db01\nrequires:\n  level: x86-64-v3\n  level: x86-64-v2\n", encoding="utf-8"
+    )
+    text = (policies / "inventory.yaml").read_text(encoding="utf-8")
+    write_inventory(policies, text + "description: twice\n")
+    fleet = load_fleet(policies, knowledge)
+    messages = sorted(p.describe() for p in fleet.problems)
+    assert len(messages) == 2, messages
+    assert "key 'description' appears twice" in messages[0]
+    assert messages[1].startswith("vm db01: ") and "duplicate key 'level' (line 4)" in messages[1]
+    assert "db01" not in fleet.vms and "pbx01" in fleet.vms
