@@ -106,6 +106,9 @@ def build_requirements(
             )
     elif move is Move.LIVE and source_host is None:
         notes.append("no domain definition: only the workload's needs were checked")
+    # The hypervisor bit is set by every hypervisor for every guest (libvirt's
+    # check='full' XML of a running guest lists it): never a need of the host.
+    needs = [n for n in needs if n.feature != "hypervisor"]
     return Requirements(
         vm=vm,
         arch=arch,

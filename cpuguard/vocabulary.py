@@ -44,6 +44,7 @@ class Vocabulary:
     to_libvirt: Mapping[str, str]  # canonical -> libvirt name
     from_libvirt: Mapping[str, str]  # libvirt name -> canonical
     non_migratable: frozenset[str]  # canonical names libvirt marks migratable='no'
+    hypervisor_provided: frozenset[str] = frozenset()  # KVM offers them to guests on any host
 
     def try_canonical(self, name: str) -> str | None:
         return self.by_key.get(match_key(name))
@@ -110,7 +111,8 @@ def build_vocabulary(cpu_map: CpuMapData, names: Mapping[str, Any], where: Path)
             raise BadInput(where, f"alias target {canonical!r} is not a known feature")
         for spelling in spellings:
             claim(spelling, by_key[match_key(canonical)])
-    return Vocabulary(frozenset(by_key.values()), by_key, to_libvirt, from_libvirt, frozenset(non_migratable))
+    provided = frozenset(by_key[match_key(n)] for n in names.get("hypervisor_provided", []))
+    return Vocabulary(frozenset(by_key.values()), by_key, to_libvirt, from_libvirt, frozenset(non_migratable), provided)
 
 
 @cache

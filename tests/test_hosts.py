@@ -31,7 +31,9 @@ def test_cpuinfo(knowledge: Knowledge, path: Path) -> None:
     assert facts.kind == "cpuinfo"
     assert facts.arch == "x86_64"
     assert facts.vendor in ("Intel", "AMD", "Hygon")
-    assert facts.flags <= {knowledge.vocabulary.try_canonical(f) or f for f in first_flags}
+    listed = {knowledge.vocabulary.try_canonical(f) or f for f in first_flags}
+    assert facts.flags <= listed | knowledge.vocabulary.hypervisor_provided
+    assert knowledge.vocabulary.hypervisor_provided <= facts.flags  # what a KVM guest of this host gets
     assert level_features("x86-64-v1") <= facts.flags
 
 
@@ -47,7 +49,8 @@ def test_capabilities_expand_the_model(knowledge: Knowledge, path: Path) -> None
     # capabilities list only what is beyond the model: both halves must be there
     assert knowledge.cpu_map.features_of(model) <= facts.flags
     assert listed <= facts.flags
-    assert facts.flags == knowledge.cpu_map.features_of(model) | listed
+    provided = knowledge.vocabulary.hypervisor_provided
+    assert facts.flags == knowledge.cpu_map.features_of(model) | listed | provided
 
 
 @pytest.mark.parametrize("path", DOMCAPABILITIES, ids=lambda p: p.name)
@@ -110,8 +113,9 @@ def test_capabilities_and_cpuinfo_of_one_machine_agree(knowledge: Knowledge) -> 
         from_libvirt = host_from_file(caps, knowledge).flags
         from_linux = host_from_file(cpuinfo, knowledge).flags
         assert from_libvirt - from_linux - NOT_IN_CPUINFO == set()
+        assert knowledge.vocabulary.hypervisor_provided <= from_libvirt & from_linux
         modelled = set(knowledge.vocabulary.to_libvirt)
-        assert (from_linux & modelled) - from_libvirt - {"hypervisor"} == set()
+        assert (from_linux & modelled) - from_libvirt == set()
 
 
 def test_snapshot_round_trip(knowledge: Knowledge, tmp_path: Path) -> None:

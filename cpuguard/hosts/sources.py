@@ -11,6 +11,7 @@ content. Inventory host names are resolved by the caller first.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,20 +34,31 @@ def is_uri(source: str) -> bool:
     return "://" in source
 
 
+def as_kvm_host(facts: HostFacts, knowledge: Knowledge) -> HostFacts:
+    """Facts of a bare CPU (/proc/cpuinfo, ``virsh capabilities``) as what its KVM guests get:
+    add the features KVM provides on any host (data/feature_names.yaml, hypervisor_provided)."""
+    provided = knowledge.vocabulary.hypervisor_provided
+    if facts.arch != "x86_64" or provided <= facts.flags:
+        return facts
+    note = f"KVM provides {', '.join(sorted(provided - facts.flags))} to guests on any host"
+    return replace(facts, flags=facts.flags | provided, notes=(*facts.notes, note))
+
+
 def host_from_file(path: Path, knowledge: Knowledge, *, name: str = "") -> HostFacts:
     data = read_bytes(path, MAX_CPUINFO_BYTES)
     head = data.lstrip()[:1]
     if head == b"{":
         return parse_snapshot(data, path, knowledge.vocabulary, name=name or None)
     if head == b"<":
-        return parse_capabilities(data, path, knowledge.vocabulary, knowledge.cpu_map, name=name)
+        facts = parse_capabilities(data, path, knowledge.vocabulary, knowledge.cpu_map, name=name)
+        return as_kvm_host(facts, knowledge) if facts.kind == "capabilities" else facts
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise BadInput(path, "not UTF-8 text: not a snapshot, capabilities XML or /proc/cpuinfo") from None
     if not text.strip():
         raise BadInput(path, "empty file")
-    return parse_cpuinfo(text, path, knowledge.vocabulary, name=name)
+    return as_kvm_host(parse_cpuinfo(text, path, knowledge.vocabulary, name=name), knowledge)
 
 
 def host_from_hypervisor(hv: Hypervisor, knowledge: Knowledge, *, name: str = "") -> HostFacts:
@@ -59,7 +71,8 @@ def host_from_hypervisor(hv: Hypervisor, knowledge: Knowledge, *, name: str = ""
     except BadInput:
         xml = hv.capabilities()
         facts = parse_capabilities(xml, hv.uri, knowledge.vocabulary, knowledge.cpu_map, name=host_name)
-    return HostFacts(**{**facts.__dict__, "captured_at": now, "source": f"libvirt:{hv.uri} ({facts.kind})"})
+        facts = as_kvm_host(facts, knowledge)
+    return replace(facts, captured_at=now, source=f"libvirt:{hv.uri} ({facts.kind})")
 
 
 def local_host(knowledge: Knowledge, *, name: str = "", cpuinfo: Path = PROC_CPUINFO) -> HostFacts:
@@ -79,7 +92,7 @@ def local_host(knowledge: Knowledge, *, name: str = "", cpuinfo: Path = PROC_CPU
             captured_at=datetime.now(UTC),
         )
         note = f"libvirt not used ({exc}); /proc/cpuinfo shows the kernel's view, not what KVM offers guests"
-        return HostFacts(**{**facts.__dict__, "notes": (*facts.notes, note)})
+        return as_kvm_host(replace(facts, notes=(*facts.notes, note)), knowledge)
 
 
 def resolve_host(source: str, knowledge: Knowledge, *, name: str = "") -> HostFacts:
