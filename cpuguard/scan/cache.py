@@ -1,8 +1,9 @@
 """A content-addressed cache of file scans.
 
 The key is the SHA-256 of the file's bytes, under a directory named for
-everything else a scan depends on (scanner version, iced-x86 version, the
-knowledge data files), so that a changed rule never serves stale results.
+everything else a scan depends on (the scanner's code, the iced-x86
+version, the knowledge data files), so that a changed rule never serves
+stale results.
 Entries are small JSON files written atomically; an unreadable or corrupt
 entry is a miss, never an error.
 """
@@ -59,6 +60,9 @@ def fingerprint() -> str:
     from cpuguard.scan.records import SCANNER_VERSION
 
     digest = hashlib.sha256(f"{SCANNER_VERSION}\0{_iced_version()}\0".encode())
+    # The scanner's own code: an edited rule must not be served stale answers either.
+    for source in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(source.read_bytes())
     for name in KNOWLEDGE_FILES:
         try:
             digest.update((DATA_DIR / name).read_bytes())

@@ -353,9 +353,10 @@ def classify(
 
     Instructions needing only ``psabi_baseline`` features (x86-64-v1: every
     x86-64 CPU has them) are not counted. ``baseline`` (what every x86-64
-    CPU model has) is never dispatched; ``library_reason`` says the
-    file is a library known to dispatch at run time, so reachable non-baseline
-    code is dispatched unless in ``compiled_for`` (the ISA note's level).
+    CPU model has) never makes a function a CPU-specific variant.
+    ``library_reason`` says the file is a library known to dispatch at run
+    time: everything it uses is dispatched unless in ``compiled_for`` (the
+    ISA note's level).
     """
     unnamed: dict[str, int] = {}
     notable = table.notable(psabi_baseline)
@@ -366,7 +367,7 @@ def classify(
         # Known to dispatch: the answer does not depend on the call graph, so
         # it is not built (the decoder did not collect references either).
         graph = _Names(program)
-        reachable = {i for i, f in enumerate(program.functions) if f.origin != GAP}
+        reachable = set(range(len(program.functions)))  # gaps too: the library's own assembly
         reasons: dict[int, tuple[str, str]] = {}
     else:
         graph = _Graph(program, codes, facts, knowledge, baseline, table)
@@ -378,7 +379,7 @@ def classify(
     dispatched: dict[str, DispatchedFeature] = {}
     for feature, (count, where) in sorted(required_uses.items()):
         functions = len({i for _, i in where})
-        if library_reason and feature not in baseline and feature not in compiled_for:
+        if library_reason and feature not in compiled_for:
             dispatched[feature] = DispatchedFeature(
                 feature, f"library known to choose code at run time: {library_reason}",
                 "medium", count, functions, _examples(graph, where),
@@ -428,8 +429,8 @@ def _best_reason(
         if i in reasons:
             candidate = reasons[i]
         elif fn.origin == GAP:
-            candidate = (f"only in bytes outside any known function ({fn.name}): data or padding",
-                         "low")  # fmt: skip
+            where_ = f"only in bytes outside any known function ({fn.name})"
+            candidate = (f"{where_}: code without symbols or unwind information, or data", "low")
         else:
             candidate = (f"{graph.name(i)} is not reachable from the program's entry points", "low")
         if best is None or _RANK[candidate[1]] < _RANK[best[1]]:
