@@ -25,10 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cpuguard.scan.decode import FunctionCode
-from cpuguard.scan.features import FeatureTable, Use, family
+from cpuguard.scan.features import FeatureTable, Use
 from cpuguard.scan.knowledge import DispatchKnowledge
 from cpuguard.scan.program import GAP, PLT, Program
 from cpuguard.scan.records import DispatchedFeature, FeatureUse
+from cpuguard.scan.twins import find_twins
 
 EXAMPLES = 5
 _RANK = {"high": 0, "medium": 1, "low": 2}
@@ -149,76 +150,10 @@ class _Graph:
             self.dispatcher.append(bool(checks) and fn.origin not in (GAP, PLT))
             beyond = any(f not in baseline for f in facts[i].needed)
             self.variant.append(beyond and knowledge.is_variant_name(fn.name))
-        self.twins = _twins(self.edges, facts, baseline, table)
+        self.twins = find_twins(self.edges, [f.needed for f in facts], [f.mix for f in facts], baseline, table)
 
     def name(self, i: int) -> str:
         return self.plt_names.get(i) or self.program.functions[i].name
-
-
-TWIN_SIMILARITY = 0.7  # weighted Jaccard of the ISA-neutral instruction mixes
-TWIN_SIZE_RATIO = 1.3
-TWIN_MIN_INSTRUCTIONS = 12
-
-
-def _similarity(a: dict[str, int], b: dict[str, int]) -> float:
-    keys = a.keys() | b.keys()
-    low = sum(min(a.get(k, 0), b.get(k, 0)) for k in keys)
-    high = sum(max(a.get(k, 0), b.get(k, 0)) for k in keys)
-    return low / high if high else 0.0
-
-
-def _shape(fact: _Facts, table: FeatureTable) -> dict[str, int]:
-    shape: dict[str, int] = {}
-    for code, n in fact.mix.items():
-        name = family(table[code].mnemonic)
-        if name is not None:
-            shape[name] = shape.get(name, 0) + n
-    return shape
-
-
-def _twins(
-    edges: Sequence[list[int]], facts: Sequence[_Facts], baseline: frozenset[str], table: FeatureTable
-) -> dict[tuple[int, int], int]:
-    """``(caller, richer) -> plainer`` for hand-made multiversioning.
-
-    Code such as zstd's ``DYNAMIC_BMI2`` compiles one body twice, once with
-    ``__attribute__((target("bmi2")))``, and picks a version from a flag set
-    by CPUID at start-up: ``if (bmi2) f_bmi2(...); else f_default(...)``.
-    The flag is data, out of reach of this analysis, but the shape is not:
-    one caller refers to two functions of nearly the same size and
-    instruction mix, one using CPU extensions the other does without.
-    """
-    empty: frozenset[str] = frozenset()
-    extra = [frozenset(f for f in fact.needed if f not in baseline) if fact.needed else empty for fact in facts]
-    rich_functions = {i for i, features in enumerate(extra) if features}
-    found: dict[tuple[int, int], int] = {}
-    shapes: dict[int, dict[str, int]] = {}
-
-    def shape(i: int) -> dict[str, int]:
-        if i not in shapes:
-            shapes[i] = _shape(facts[i], table)
-        return shapes[i]
-
-    for caller, targets in enumerate(edges):
-        if rich_functions.isdisjoint(targets):
-            continue
-        unique = set(targets)
-        for b in unique & rich_functions:
-            size_b = facts[b].instructions
-            if size_b < TWIN_MIN_INSTRUCTIONS:
-                continue
-            for a in unique:
-                if a == b or not extra[a] < extra[b]:
-                    continue
-                size_a = facts[a].instructions
-                if size_a < TWIN_MIN_INSTRUCTIONS:
-                    continue
-                if max(size_a, size_b) > TWIN_SIZE_RATIO * min(size_a, size_b):
-                    continue
-                if _similarity(shape(a), shape(b)) >= TWIN_SIMILARITY:
-                    found[(caller, b)] = a
-                    break
-    return found
 
 
 def _roots(program: Program, graph: _Graph) -> set[int]:

@@ -12,7 +12,6 @@ once per distinct code.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from itertools import compress
 from operator import attrgetter
 from typing import Any, cast
 
-import iced_x86
 from iced_x86 import Code, Decoder, Mnemonic, OpCodeInfo, OpCodeOperandKind
 
 _CODE = attrgetter("code")
@@ -43,7 +41,6 @@ _REF_MNEMONICS = frozenset(
 )  # fmt: skip
 _IMM_CODES = frozenset({Code.MOV_R32_IMM32, Code.MOV_RM64_IMM32, Code.PUSHQ_IMM32})
 
-INVALID = Code.INVALID
 # Bytes of NOP, multi-byte NOP (0F 1F /0 with prefixes), INT3 and zero padding.
 # Whatever instructions a run of only these bytes decodes to (NOPs, Jcc, CMOVcc,
 # SETcc, UCOMISS...) needs nothing beyond x86-64-v1, so such runs are skipped.
@@ -162,16 +159,3 @@ def decode_spans(
             results.append(decode_span(block[at : at + span.size], span.start, immediates, refs_wanted))
         i = j
     return results
-
-
-def decode_file_spans(path: str, spans: Sequence[Span], immediates: bool) -> list[FunctionCode]:
-    """Worker entry point: read ``spans`` of ``path`` and decode them (process pool)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return decode_spans(lambda offset, size: os.pread(fd, size, offset), spans, immediates)
-    finally:
-        os.close(fd)
-
-
-def iced_version() -> str:
-    return str(getattr(iced_x86, "__version__", "unknown"))
