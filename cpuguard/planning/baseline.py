@@ -9,8 +9,9 @@ require or disable on top of it.
 The model is chosen by the rule libvirt's ``virsh cpu-baseline`` applies
 first (``x86Decode`` in libvirt's src/cpu/cpu_x86.c): among the models of the
 hosts' vendor, the one that needs the fewest ``<feature>`` elements on top.
-Ties go to the model with more features, then to the name, so the result does
-not depend on the order of cpu_map's files. libvirt also weighs the CPUs'
+Ties go to the model with fewer disabled features (one the hosts run as it
+is), then to more features, then to the name, so the result does not depend
+on the order of cpu_map's files. libvirt also weighs the CPUs'
 family/model signature, so its model name can differ; the feature set a guest
 gets is the same (the tests check both against ``virsh cpu-baseline``).
 """
@@ -54,14 +55,14 @@ def cluster_baseline(
     if dropped:
         notes.append(f"left out because they never migrate (cpu_map migratable='no'): {', '.join(dropped)}")
     best = None
-    best_key: tuple[int, int, str] | None = None
+    best_key: tuple[int, int, int, str] | None = None
     if arches == ["x86_64"]:
         for model in knowledge.cpu_map.models.values():
             if vendor is not None and model.vendor not in (None, vendor):
                 continue
             extra = guest - model.features
             disabled = model.features - guest
-            key = (len(extra) + len(disabled), -len(model.features), model.name)
+            key = (len(extra) + len(disabled), len(disabled), -len(model.features), model.name)
             if best_key is None or key < best_key:
                 best, best_key = model, key
     extra_set = sorted(guest - best.features) if best else sorted(guest)

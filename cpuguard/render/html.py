@@ -173,7 +173,7 @@ def _class_grid(matrix: Matrix) -> list[str]:
     return lines
 
 
-def render_matrix_html(matrix: Matrix) -> str:
+def render_matrix_html(matrix: Matrix, cell_limit: int = CELL_LIMIT) -> str:
     stranded = matrix.stranded
     kind = "incomplete" if not matrix.complete else ("bad" if stranded else "good")
     summary = (
@@ -186,7 +186,7 @@ def render_matrix_html(matrix: Matrix) -> str:
         f'<p class="summary {kind}" id="summary">{_e(summary)}</p>',
         _legend(),
     ]
-    if len(matrix.vms) * len(matrix.hosts) > CELL_LIMIT:
+    if len(matrix.vms) * len(matrix.hosts) > cell_limit:
         body.extend(_class_grid(matrix))
     else:
         body.append('<table id="matrix"><tr><th>VM</th>' + "".join(f"<th>{_e(h)}</th>" for h in matrix.hosts) + "</tr>")

@@ -15,7 +15,7 @@ from cpuguard.hosts.sources import host_from_file
 from cpuguard.hosts.synthetic import model_host
 from cpuguard.knowledge import Knowledge
 from cpuguard.planning.baseline import cluster_baseline
-from cpuguard.records import Move
+from cpuguard.records import HostFacts, Move
 from cpuguard.render.plan_text import baseline_xml
 from cpuguard.requirements import build_requirements
 from cpuguard.verdict import accepts
@@ -46,17 +46,40 @@ def non_migratable(knowledge: Knowledge) -> set[str]:
     return libvirt_names(knowledge.vocabulary.non_migratable, knowledge)
 
 
+def cpu_element(facts: HostFacts, knowledge: Knowledge) -> str:
+    """The host's CPU as cpuguard sees it, for virsh: its libvirt model plus and minus features."""
+    assert facts.libvirt_model
+    model = knowledge.cpu_map.features_of(facts.libvirt_model)
+    modelled = facts.flags & frozenset(knowledge.vocabulary.to_libvirt)
+    lines = [f"<feature policy='require' name='{n}'/>" for n in sorted(libvirt_names(modelled - model, knowledge))]
+    lines += [f"<feature policy='disable' name='{n}'/>" for n in sorted(libvirt_names(model - modelled, knowledge))]
+    return (
+        f"<cpu><arch>x86_64</arch><model>{facts.libvirt_model}</model><vendor>{facts.vendor}</vendor>"
+        + "".join(lines)
+        + "</cpu>\n"
+    )
+
+
 def test_example_fleet_matches_virsh(tmp_path: Path, knowledge: Knowledge) -> None:
     files = sorted((EXAMPLE_POLICIES / "hosts").glob("*.xml"))
     hosts = {f.stem: host_from_file(f, knowledge, name=f.stem) for f in files}
     ours = cluster_baseline(hosts, knowledge)
-    text = "".join(f.read_text(encoding="utf-8") for f in files)
-    model, required, disabled = virsh_baseline(tmp_path, text, expand=False)
-    assert (ours.model, set(ours.extra_libvirt), set(ours.disabled_libvirt)) == (model, required, disabled)
-    assert (ours.model, ours.extra_libvirt) == ("Westmere-IBRS", ("pclmuldq",))
-    _model, expanded, _disabled = virsh_baseline(tmp_path, text, expand=True)
-    assert libvirt_names(ours.guest_features, knowledge) == expanded - non_migratable(knowledge)
+    assert (ours.model, ours.extra_libvirt) == ("Westmere-IBRS", ("arat", "pclmuldq", "tsc-deadline", "x2apic"))
     assert ours.level == "x86-64-v2" and ours.vendor == "Intel"
+    # the same CPUs given to libvirt: the same guest CPU
+    text = "".join(cpu_element(h, knowledge) for h in hosts.values())
+    model, required, disabled = virsh_baseline(tmp_path, text, expand=False)
+    assert len(ours.extra) + len(ours.disabled) <= len(required) + len(disabled)
+    _model, expanded, _disabled = virsh_baseline(tmp_path, text, expand=True)
+    # the hypervisor bit is set on every guest by KVM itself, never something to ask for
+    assert libvirt_names(ours.guest_features, knowledge) == expanded - non_migratable(knowledge) - {"hypervisor"}
+    # the raw capabilities files: libvirt's baseline lacks only what KVM gives every guest
+    raw = "".join(f.read_text(encoding="utf-8") for f in files)
+    model, required, disabled = virsh_baseline(tmp_path, raw, expand=False)
+    assert (model, required, disabled) == ("Westmere-IBRS", {"pclmuldq"}, set())
+    _model, expanded, _disabled = virsh_baseline(tmp_path, raw, expand=True)
+    provided = libvirt_names(knowledge.vocabulary.hypervisor_provided, knowledge)
+    assert libvirt_names(ours.guest_features, knowledge) - expanded == provided - {"hypervisor"}
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -104,7 +127,7 @@ def test_cli_baseline(tmp_path: Path) -> None:
     assert lines[:4] == [
         "Baseline of 3 hosts: mid-node, new-node, old-node",
         "  level: x86-64-v2",
-        "  libvirt model: Westmere-IBRS + pclmulqdq",
+        "  libvirt model: Westmere-IBRS + arat, pclmulqdq, tsc_deadline_timer, x2apic",
         "  vendor: Intel",
     ]
     assert "    old-node: abm, avx, avx2, bmi1, bmi2, erms, f16c, fma, fsgsbase, invpcid, movbe, pcid, rdrand, " in (

@@ -75,7 +75,7 @@ def test_cli_text_report() -> None:
         "STRANDED  pbx01: no host can take it (live)",
         "  after a shutdown (cold move) it could start on: mid-node",
     ]
-    assert "  mid-node: lacks 20 features" in lines
+    assert "  mid-node: lacks 19 features" in lines
     assert "          <- the running guest sees it now (host-passthrough on new-node)" in lines
     assert "OK        db01: mid-node (live)" in lines
     assert result.stderr == ""

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+from cpuguard.knowledge import Knowledge
+from cpuguard.planning.matrix import compute_matrix
+from cpuguard.records import Move
+from cpuguard.render.html import render_matrix_html
 from tests.conftest import EXAMPLE_POLICIES, run_cpuguard
 from tests.planning.chromium import DomIndex, colour_count, dump_dom, png_pixels, screenshot
+from tests.planning.randomfleet import random_hosts, random_vms
 
 RED, GREEN, AMBER = (0xF6, 0xB8, 0xB8), (0xC9, 0xEF, 0xC9), (0xFB, 0xE3, 0xA6)
 
@@ -66,4 +72,21 @@ def test_baseline_report_renders(tmp_path: Path) -> None:
     assert "<model fallback='forbid'>Westmere-IBRS</model>" in cpu
     assert "<feature policy='require' name='pclmuldq'/>" in cpu
     table = dom.find("table", id="baseline")[0].text
-    assert "x86-64-v2" in table and "Westmere-IBRS + pclmulqdq" in table
+    assert "x86-64-v2" in table and "Westmere-IBRS + arat, pclmulqdq" in table
+
+
+def test_large_matrix_is_drawn_between_classes(knowledge: Knowledge) -> None:
+    rng = random.Random(7)
+    hosts = random_hosts(rng, knowledge, 30)
+    vms = random_vms(rng, knowledge, hosts, 80)
+    matrix = compute_matrix(vms, hosts, knowledge)
+    dom = DomIndex(render_matrix_html(matrix, cell_limit=100))
+    assert dom.find("table", id="matrix") == []
+    rows = [r for r in dom.elements if r.tag == "tr"]
+    live_classes = [c for c in matrix.need_classes if c.move is Move.LIVE]
+    assert len(rows) == 1 + len(live_classes)
+    cells = [c for c in dom.elements if c.tag == "td" and c.attrs.get("class") in ("ok", "no")]
+    assert len(cells) == len(live_classes) * len(matrix.host_classes)
+    assert sum(1 for c in cells if c.attrs["class"] == "no") == sum(
+        1 for (n, _h) in matrix.cells if matrix.need_classes[n].move is Move.LIVE
+    )
