@@ -10,7 +10,8 @@ from cpuguard.scan.twins import find_twins, shape, similarity
 BASELINE = frozenset({"sse", "sse2"})
 # A loop body built without BMI2 (SHL/SHR by CL, ROL) and with it (SHLX/SHRX, RORX).
 PLAIN = {Code.SHL_RM64_CL: 4, Code.SHR_RM64_CL: 4, Code.ROL_RM64_IMM8: 2, Code.ADD_RM64_R64: 6,
-         Code.XOR_RM64_R64: 4, Code.MOV_R64_RM64: 9, Code.CMP_RM64_R64: 1, Code.JNE_REL8_64: 1, Code.RETNQ: 1}  # fmt: skip
+         Code.XOR_RM64_R64: 4, Code.MOV_R64_RM64: 9, Code.CMP_RM64_R64: 1, Code.JNE_REL8_64: 1,
+         Code.RETNQ: 1}  # fmt: skip
 BMI2 = {Code.VEX_SHLX_R64_RM64_R64: 4, Code.VEX_SHRX_R64_RM64_R64: 4, Code.VEX_RORX_R64_RM64_IMM8: 2,
         Code.ADD_RM64_R64: 6, Code.XOR_RM64_R64: 4, Code.MOV_R64_RM64: 5, Code.CMP_RM64_R64: 1,
         Code.JNE_REL8_64: 1, Code.RETNQ: 1}  # fmt: skip
