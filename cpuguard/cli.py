@@ -210,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:  # the environment refused: a full disk, a read-only file system...
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"cpuguard: error: {where}{exc.strerror or exc}".replace("\n", "\\n"), err=True)
+        return EXIT_BAD_INPUT
     except Exception as exc:  # the last line of defence: one line, not a traceback
         if os.environ.get("CPUGUARD_DEBUG"):
             raise

@@ -30,7 +30,8 @@ class BadInput(CpuguardError):
     exit_code = EXIT_BAD_INPUT
 
     def __init__(self, where: str | Path | None, problem: str) -> None:
-        self.where = str(where) if where is not None else None
+        # a file name may hold a newline; the message must stay one line
+        self.where = str(where).replace("\n", "\\n").replace("\r", "\\r") if where is not None else None
         self.problem = " ".join(problem.split())
         super().__init__(self.line())
 

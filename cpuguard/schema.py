@@ -5,7 +5,7 @@ so the validator is small and fast; the same schemas are shipped as JSON
 Schema documents (``cpuguard schema NAME``) and checked against the
 ``jsonschema`` package in the tests. Supported keywords: type, properties,
 required, additionalProperties (false), items, enum, pattern, minItems,
-minimum.
+minimum, maximum.
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ def validate(value: Any, schema: Mapping[str, Any], where: str | Path, path: tup
         raise BadInput(where, f"{_where(path)}: {value!r} does not match {schema['pattern']}")
     if "minimum" in schema and isinstance(value, int | float) and value < schema["minimum"]:
         raise BadInput(where, f"{_where(path)}: {value!r} is below {schema['minimum']}")
+    if "maximum" in schema and isinstance(value, int | float) and value > schema["maximum"]:
+        raise BadInput(where, f"{_where(path)}: {value!r} is above {schema['maximum']}")
     if isinstance(value, dict):
         properties: Mapping[str, Any] = schema.get("properties", {})
         for key in schema.get("required", []):

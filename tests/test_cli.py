@@ -174,3 +174,10 @@ def test_example_fleet_is_found_from_any_directory(tmp_path: Path) -> None:
     result = run_cpuguard("check", "vm", "pbx01", "host", "old-node", cwd=tmp_path)
     assert result.returncode == 1
     assert str(ROOT / "policies" / "vms" / "pbx01.yaml") in result.stdout
+
+
+def test_a_write_the_system_refuses_is_one_line_exit_2() -> None:
+    result = run_cpuguard("host", "snapshot", "--from", "model:Westmere", "--output", "/proc/cpuguard-snapshot.json")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("cpuguard: error: /proc/")
