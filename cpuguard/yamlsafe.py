@@ -101,7 +101,9 @@ def _expanded_size(root: yaml.Node, where: str | Path) -> int:
     return sizes[id(root)]
 
 
-def parse_yaml(text: str | bytes, where: str | Path) -> Any:
+def parse_yaml(text: str | bytes, where: str | Path, *, loader_class: type[Any] = _StrictLoader) -> Any:
+    """Parse one YAML document with every guard of this module. ``loader_class`` must derive
+    from a safe loader (the planning reader records duplicate keys instead of refusing them)."""
     if isinstance(text, bytes):
         if b"\x00" in text:
             raise BadInput(where, "contains NUL bytes: not a YAML text file")
@@ -111,9 +113,9 @@ def parse_yaml(text: str | bytes, where: str | Path) -> Any:
             raise BadInput(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if _flow_too_deep(text):
         raise BadInput(where, f"invalid YAML: [...] or {{...}} nested more than {MAX_YAML_FLOW_DEPTH} deep")
-    loader: _StrictLoader | None = None
+    loader: Any = None
     try:
-        loader = _StrictLoader(text)  # refuses unprintable characters already
+        loader = loader_class(text)  # refuses unprintable characters already
         node = loader.get_single_node()
         if node is None:
             return None

@@ -19,6 +19,7 @@ import yaml
 
 from cpuguard.errors import BadInput
 from cpuguard.xmlsafe import read_bytes
+from cpuguard.yamlsafe import parse_yaml
 
 MAX_INVENTORY_BYTES = 64 * 1024 * 1024  # 10,000 VMs and 1,000 hosts take ~1 MiB
 
@@ -99,16 +100,8 @@ def parse(data: bytes, where: str | Path) -> Any:
     document = _json(text)
     if document is not _NOT_JSON:
         return document
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from a safe loader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        position = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise BadInput(where, f"invalid YAML: {exc.problem or exc.context}{position}") from None
-    except yaml.YAMLError as exc:
-        raise BadInput(where, f"invalid YAML: {exc}") from None
-    except RecursionError:
-        raise BadInput(where, "invalid YAML: nested too deeply") from None
+    # the same guards as every other YAML cpuguard reads (aliases, nesting, odd values)
+    return parse_yaml(text, where, loader_class=_Loader)
 
 
 def read(path: Path, limit: int = MAX_INVENTORY_BYTES) -> Any:
