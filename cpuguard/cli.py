@@ -76,6 +76,21 @@ def check_vm_cmd(words: tuple[str, ...], live: bool, source: str | None, fmt: st
     _emit_verdict(verdict, fmt)
 
 
+@check.command("binary")
+@click.argument("words", nargs=-1, required=True, metavar="PATH... host HOST")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--no-cache", is_flag=True, help="Rescan even unchanged files.")
+@policies_option
+def check_binary_cmd(words: tuple[str, ...], fmt: str, no_cache: bool, policies: Path | None) -> None:
+    """May these binaries run on HOST? Scans them (files or directories) like `cpuguard scan`
+    and applies the cold rule: same verdicts and exit codes as `check vm`."""
+    from cpuguard.fleet import check_binaries
+
+    paths, host = _split_host(words, "cpuguard check binary PATH... host HOST")
+    verdict = check_binaries(_fleet(policies), [Path(p) for p in paths], host, use_cache=not no_cache)
+    _emit_verdict(verdict, fmt)
+
+
 def _emit_verdict(verdict, fmt: str) -> None:  # type: ignore[no-untyped-def]
     if fmt == "json":
         from cpuguard.render.jsonout import render_json

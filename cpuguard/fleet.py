@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cpuguard.config import DEFAULT_CONFIG, read_config
@@ -145,4 +145,26 @@ def requirements_for(
 def check_vm(fleet: Fleet, vm_spec: str, host_spec: str, move: Move, source_spec: str | None = None) -> Verdict:
     req, _source = requirements_for(fleet, vm_spec, move, source_spec)
     host = fleet.host(host_spec)
+    return decide(req, host, alternatives=fleet.known_hosts())
+
+
+def check_binaries(fleet: Fleet, paths: list[Path], host_spec: str, *, use_cache: bool = True) -> Verdict:
+    """Scan ``paths`` and decide whether ``host_spec`` can run them (a fresh start: cold rule)."""
+    from cpuguard.requirements import binary_requirements
+    from cpuguard.scan import scan_paths
+    from cpuguard.scan.records import BinaryNeeds
+
+    host = fleet.host(host_spec)  # a bad host name fails before a long scan
+    report = scan_paths(paths) if use_cache else scan_paths(paths, cache_dir=None)
+    scanned = report.scanned
+    if not scanned:
+        reasons = "; ".join(f"{f.path}: {f.skipped}" for f in report.skipped) or "no files found"
+        raise BadInput(None, f"nothing could be scanned ({reasons})")
+    binaries = [
+        BinaryNeeds(f.path, f.sha256, report.scanned_at, f.level, f.required, f.dispatched, f.notes) for f in scanned
+    ]
+    name = scanned[0].path if len(scanned) == 1 else f"{len(scanned)} binaries"
+    notes = tuple(f"skipped {f.path}: {f.skipped}" for f in report.skipped)
+    req = binary_requirements(name, binaries)
+    req = replace(req, notes=(*req.notes, *notes, *(n for f in scanned for n in f.notes)))
     return decide(req, host, alternatives=fleet.known_hosts())

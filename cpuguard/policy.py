@@ -23,6 +23,7 @@ from typing import Any
 from cpuguard.errors import BadInput
 from cpuguard.knowledge import Knowledge
 from cpuguard.levels import normalize_level
+from cpuguard.scan.records import BinaryNeeds
 from cpuguard.schema import validate
 
 DATA = Path(__file__).with_name("data")
@@ -32,23 +33,6 @@ DATA = Path(__file__).with_name("data")
 def load_schema(name: str) -> dict[str, Any]:
     result: dict[str, Any] = json.loads((DATA / f"schema-{name}.json").read_text(encoding="utf-8"))
     return result
-
-
-@dataclass(frozen=True)
-class BinaryFeature:
-    feature: str
-    instructions: int = 0
-    functions: int = 0
-    examples: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class BinaryNeeds:
-    path: str
-    required: tuple[BinaryFeature, ...]
-    level: str | None = None
-    sha256: str | None = None
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,27 +62,10 @@ def policy_from_data(raw: Any, where: Path | str, knowledge: Knowledge, *, vm: s
     if model is not None:
         found = knowledge.cpu_map.get(model, where)
         model, model_features = found.name, found.features
-    binaries = []
-    for entry in raw.get("binaries", []):
-        required = tuple(
-            BinaryFeature(
-                vocabulary.canonical(item["feature"], where),
-                item.get("instructions", 0),
-                item.get("functions", 0),
-                tuple(item.get("examples", ())),
-            )
-            for item in entry["required"]
-        )
-        level_text = entry.get("level")
-        binaries.append(
-            BinaryNeeds(
-                path=entry["path"],
-                required=required,
-                level=normalize_level(level_text, where) if level_text else None,
-                sha256=entry.get("sha256"),
-                notes=tuple(entry.get("notes", ())),
-            )
-        )
+    # the scanner owns the binaries section's format (docs/scan.md) and its validation
+    from cpuguard.scan.policy import policy_binaries_from_data
+
+    binaries = policy_binaries_from_data(raw.get("binaries"), where, vocabulary.canonical)
     return VmPolicy(
         vm=raw["vm"],
         source=str(where),

@@ -95,6 +95,7 @@ class Requirements:
     vendor: str | None = None  # a guest definition pinned to a vendor
     mode: str = "enforce"  # enforce | warn | off (from the VM's policy)
     notes: tuple[str, ...] = ()  # e.g. "source host unknown: live rule partly applied"
+    subject: str = "vm"  # vm | binaries (what `vm` names)
 
     @property
     def features(self) -> frozenset[str]:
@@ -123,6 +124,7 @@ class Verdict:
     hints: tuple[str, ...] = ()  # other hosts that would accept the VM
     host_source: str = ""
     policy_mode: str = "enforce"
+    subject: str = "vm"  # vm | binaries
 
     @property
     def allowed(self) -> bool:

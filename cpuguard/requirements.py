@@ -14,10 +14,13 @@ Rules (README "Live and cold moves"):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cpuguard.knowledge import Knowledge
 from cpuguard.levels import level_features
 from cpuguard.policy import VmPolicy
 from cpuguard.records import Domain, HostFacts, Move, Need, Origin, Requirements
+from cpuguard.scan.records import BinaryNeeds
 
 
 def _policy_needs(policy: VmPolicy) -> list[Need]:
@@ -32,15 +35,8 @@ def _policy_needs(policy: VmPolicy) -> list[Need]:
         origin = Origin("policy", f"model {policy.model} required by {where}")
         needs.extend(Need(f, origin) for f in sorted(policy.model_features))
     for binary in policy.binaries:
-        for item in binary.required:
-            detail = f"needed by {binary.path}"
-            if item.instructions:
-                plural = "s" if item.functions != 1 else ""
-                detail += f" ({item.instructions:,} instructions in {item.functions:,} function{plural})"
-            needs.append(Need(item.feature, Origin("binary", detail)))
-        if binary.level:
-            origin = Origin("binary", f"needed by {binary.path} (ELF ISA level {binary.level})")
-            needs.extend(Need(f, origin) for f in sorted(level_features(binary.level)))
+        # only what the binary itself needs: its `level` is a summary of these, not a need
+        needs.extend(Need(use.feature, Origin("binary", binary.provenance(use.feature))) for use in binary.required)
     return needs
 
 
@@ -119,3 +115,13 @@ def build_requirements(
         mode=policy.mode if policy else "enforce",
         notes=tuple(notes),
     )
+
+
+def binary_requirements(name: str, binaries: Sequence[BinaryNeeds], move: Move = Move.COLD) -> Requirements:
+    """What a bare set of scanned binaries needs (``cpuguard check binary``)."""
+    needs = [
+        Need(use.feature, Origin("binary", binary.provenance(use.feature)))
+        for binary in binaries
+        for use in binary.required
+    ]
+    return Requirements(vm=name, arch="x86_64", move=move, needs=tuple(needs), subject="binaries")

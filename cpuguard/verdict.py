@@ -86,4 +86,5 @@ def decide(
         hints=tuple(hints),
         host_source=host.source,
         policy_mode=req.mode,
+        subject=req.subject,
     )

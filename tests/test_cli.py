@@ -34,9 +34,24 @@ def test_no_host_but_new_node_takes_pbx01_live() -> None:
 
 
 def test_cold_rule_only_needs_the_workload() -> None:
-    result = run_cpuguard("check", "vm", "pbx01", "host", "mid-node", "--cold")
-    assert result.returncode == 0, result.stdout
-    assert "cold rule" in result.stdout
+    """A restart on mid-node needs only what Asterisk itself uses: its AVX-512, from the scan."""
+    result = run_cpuguard("check", "vm", "pbx01", "host", "mid-node", "--cold", "--format", "json")
+    assert result.returncode == 1, result.stdout
+    data = json.loads(result.stdout)
+    assert data["move"] == "cold"
+    missing = {m["feature"]: m["origins"] for m in data["missing"]}
+    assert set(missing) == {"avx512bw", "avx512f", "avx512vl"}
+    for origins in missing.values():
+        assert [o["kind"] for o in origins] == ["binary"]
+        assert origins[0]["detail"].startswith("needed by /usr/sbin/asterisk (")
+    assert data["hints"] == ["new-node"]
+
+
+def test_needs_from_a_scanned_binary_show_on_old_node() -> None:
+    result = run_cpuguard("check", "vm", "pbx01", "host", "old-node")
+    assert result.returncode == 1
+    assert "<- needed by /usr/sbin/asterisk (" in result.stdout
+    assert "instructions in" in result.stdout
 
 
 def test_json_output() -> None:
@@ -181,3 +196,31 @@ def test_a_write_the_system_refuses_is_one_line_exit_2() -> None:
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("cpuguard: error: /proc/")
+
+
+def test_check_binary_blocks_a_haswell_build_on_westmere(tmp_path: Path) -> None:
+    from tests.conftest import need_tool
+
+    gcc = need_tool("gcc")
+    source = tmp_path / "sum.c"
+    source.write_text(
+        "#include <stdio.h>\n#include <stdlib.h>\n"
+        "float v[4096];\n"
+        "__attribute__((noinline)) float dot(int n) { float s = 0; for (int i = 0; i < n; i++) s += v[i] * v[i];"
+        " return s; }\n"
+        "int main(int c, char **a) { for (int i = 0; i < 4096; i++) v[i] = i % 7; printf(\"%f\\n\", dot(c * 4096));"
+        " return 0; }\n"
+    )
+    binary = tmp_path / "sum"
+    import subprocess
+
+    subprocess.run([gcc, "-O3", "-march=haswell", "-o", str(binary), str(source)], check=True)
+    blocked = run_cpuguard("check", "binary", str(binary), "host", "model:Westmere", "--no-cache")
+    assert blocked.returncode == 1, blocked.stderr
+    assert blocked.stdout.startswith(f"BLOCK  {binary} cannot run on model:Westmere")
+    assert f"<- needed by {binary} (" in blocked.stdout
+    assert "avx" in blocked.stdout
+    allowed = run_cpuguard("check", "binary", str(binary), "host", "uarch:haswell", "--no-cache")
+    assert allowed.returncode == 0, allowed.stdout
+    nothing = run_cpuguard("check", "binary", str(source), "host", "old-node")
+    assert nothing.returncode == 2 and "nothing could be scanned" in nothing.stderr

@@ -64,7 +64,7 @@ def _reasons(verdict: Verdict) -> str:
     parts = [f"<div>{_e(p)}</div>" for p in verdict.problems]
     for origin, features in by_origin(verdict.missing):
         parts.append(
-            f'<div>missing <b>{_e(", ".join(features))}</b> '
+            f"<div>missing <b>{_e(', '.join(features))}</b> "
             f'<span class="origin">&larr; {_e(origin.detail)}</span></div>'
         )
     for origin, features in by_origin(verdict.forbidden_present):

@@ -18,7 +18,8 @@ def by_origin(missing: tuple[Missing, ...]) -> list[tuple[Origin, list[str]]]:
         for origin in item.origins:
             groups.setdefault(origin, []).append(item.feature)
     order = {"binary": 0, "policy": 1, "level": 2, "guest-cpu": 3, "live": 4}
-    return sorted(groups.items(), key=lambda kv: (order.get(kv[0].kind, 9), kv[0].detail))
+    # by kind, then by the first missing feature, so a binary's features read in name order
+    return sorted(groups.items(), key=lambda kv: (order.get(kv[0].kind, 9), kv[1][0], kv[0].detail))
 
 
 def one_line(verdict: Verdict) -> str:
@@ -38,7 +39,14 @@ def one_line(verdict: Verdict) -> str:
 def render_text(verdict: Verdict) -> str:
     lines: list[str] = []
     move = _MOVES[verdict.move]
-    if verdict.outcome is Outcome.BLOCK:
+    if verdict.subject == "binaries":
+        heads = {
+            Outcome.BLOCK: f"BLOCK  {verdict.vm} cannot run on {verdict.host}",
+            Outcome.WARN: f"WARN   {verdict.vm} may not run on {verdict.host}",
+            Outcome.ALLOW: f"ALLOW  {verdict.vm} can run on {verdict.host}",
+        }
+        lines.append(heads[verdict.outcome])
+    elif verdict.outcome is Outcome.BLOCK:
         lines.append(f"BLOCK  {verdict.vm} must not move to {verdict.host} ({move})")
     elif verdict.outcome is Outcome.WARN:
         lines.append(f"WARN   {verdict.vm} may move to {verdict.host} ({move}), but it lacks what the VM needs")
@@ -62,7 +70,8 @@ def render_text(verdict: Verdict) -> str:
     vm_level = verdict.vm_level or "no x86-64 level"
     host_level = verdict.host_level or "below x86-64-v1"
     lines.append(f"  levels: {verdict.vm} needs {vm_level}; {verdict.host} offers {host_level}")
-    lines.append(f"  {_RULES[verdict.move]}")
+    if verdict.subject != "binaries":
+        lines.append(f"  {_RULES[verdict.move]}")
     if verdict.hints:
         lines.append(f"  hosts that would take {verdict.vm}: {', '.join(verdict.hints)}")
     elif verdict.outcome is not Outcome.ALLOW:

@@ -93,8 +93,10 @@ class _Checker:
         return value
 
     def count(self, value: Any, key: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(key, f"expected a count (integer >= 0), got {_kind(value)}")
+        if value < 0:
+            raise self.fail(key, f"expected a count (integer >= 0), got {value}")
         return value
 
     def strings(self, value: Any, key: str) -> tuple[str, ...]:

@@ -227,9 +227,9 @@ POLICY_YAML = [
     Case("unknown level", b"vm: pbx01\nrequires: {level: x86-64-v9}\n", "x86-64-v9"),
     Case("unknown model", b"vm: pbx01\nrequires: {model: Westmire}\n", "unknown libvirt CPU model 'Westmire'"),
     Case("negative count", b"vm: pbx01\nbinaries: [{path: /a, required: [{feature: avx2, instructions: -1}]}]\n",
-         "is below 0"),
+         "expected a count (integer >= 0), got -1"),
     Case("boolean count", b"vm: pbx01\nbinaries: [{path: /a, required: [{feature: avx2, instructions: true}]}]\n",
-         "expected integer, got boolean"),
+         "expected a count (integer >= 0), got a boolean"),
     Case("anchor under an unknown key", b"vm: pbx01\nbase: &b {vm: x}\n", "unknown key 'base'"),
     Case("date for a name", b"vm: 2024-01-01\n", "vm: expected string, got date"),
 ]
