@@ -48,7 +48,7 @@ def check() -> None:
 
 
 def _split_host(words: Sequence[str], usage: str) -> tuple[list[str], str]:
-    if len(words) < 3 or words[-2] != "host":
+    if len(words) < 3 or words[-2] != "host" or not words[-1].strip():
         raise click.UsageError(f"expected: {usage}")
     return list(words[:-2]), words[-1]
 
@@ -155,14 +155,16 @@ def host_show(host_spec: str, fmt: str, policies: Path | None) -> None:
 
     fleet = _fleet(policies)
     facts = fleet.host(host_spec)
-    models = [m.name for m in fleet.knowledge.cpu_map.runnable_on(facts.flags, facts.vendor or None)][:5]
+    runnable = [m.name for m in fleet.knowledge.cpu_map.runnable_on(facts.flags, facts.vendor or None)]
+    models = runnable[:5]
     if fmt == "json":
         data = {"host": facts, "level": highest_level(facts.flags), "libvirt_models": models}
         click.echo(render_json(data), nl=False)
         return
     click.echo(f"{facts.name or host_spec}: {facts.arch} {facts.vendor} {facts.model_name}".rstrip())
     click.echo(f"  level: {highest_level(facts.flags) or 'below x86-64-v1'}")
-    click.echo(f"  libvirt models it can run: {', '.join(models) or 'none'}")
+    more = f" (and {len(runnable) - 5} smaller)" if len(runnable) > 5 else ""
+    click.echo(f"  libvirt models it can run, largest first: {', '.join(models) or 'none'}{more}")
     click.echo(
         f"  source: {facts.source}" + (f", captured {facts.captured_at.isoformat()}" if facts.captured_at else "")
     )
@@ -214,8 +216,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("cpuguard: interrupted", err=True)
         return 130
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "cpuguard"
+        click.echo(f"cpuguard: usage: {exc.format_message()} (see '{command} --help')", err=True)
+        return EXIT_BAD_INPUT
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"cpuguard: error: {exc.format_message()}", err=True)
         return EXIT_BAD_INPUT
     except CpuguardError as exc:
         click.echo(f"cpuguard: error: {exc}", err=True)

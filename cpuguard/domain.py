@@ -10,9 +10,12 @@ from cpuguard.records import Domain, GuestCpu
 from cpuguard.xmlsafe import MAX_XML_BYTES, parse_xml, read_bytes
 
 CPU_MODES = ("custom", "host-model", "host-passthrough", "maximum")
+X86_ARCHES = ("x86_64", "i686")
 FEATURE_POLICIES = ("force", "require", "optional", "disable", "forbid")
 
-#: QEMU's default x86_64 CPU model when a domain has no <cpu> element.
+#: QEMU's default x86_64 CPU model when a domain has no <cpu> element. QEMU then
+#: drops quietly whatever of it the host lacks (no check), so such a guest starts
+#: anywhere; GuestCpu mode "default" stands for that.
 DEFAULT_MODEL = "qemu64"
 
 
@@ -28,7 +31,7 @@ def parse_domain(text: str | bytes, where: str | Path, knowledge: Knowledge) -> 
         raise BadInput(where, "more than one <cpu> element in the domain XML")
     cpu_el = cpus[0] if cpus else None
     if cpu_el is None:
-        cpu = GuestCpu(mode="custom", model=DEFAULT_MODEL)
+        cpu = GuestCpu(mode="default", model=DEFAULT_MODEL if arch in X86_ARCHES else None)
         return Domain(name, arch, root.get("type", ""), cpu, str(where))
     mode = cpu_el.get("mode", "custom")
     if mode not in CPU_MODES:
@@ -38,7 +41,7 @@ def parse_domain(text: str | bytes, where: str | Path, knowledge: Knowledge) -> 
         raise BadInput(where, "more than one <model> in <cpu>")
     model_el = models[0] if models else None
     model = (model_el.text or "").strip() if model_el is not None else None
-    if model and arch == "x86_64":
+    if model and arch in X86_ARCHES:
         knowledge.cpu_map.get(model, where)  # unknown model: clear error now, not a silent empty set
     by_policy: dict[str, set[str]] = {p: set() for p in FEATURE_POLICIES}
     for feature in cpu_el.findall("feature"):
@@ -48,9 +51,10 @@ def parse_domain(text: str | bytes, where: str | Path, knowledge: Knowledge) -> 
             raise BadInput(where, "<cpu><feature> without a name")
         if policy not in FEATURE_POLICIES:
             raise BadInput(where, f"unknown feature policy {policy!r} for {fname}")
-        by_policy[policy].add(knowledge.vocabulary.canonical(fname, where))
-    if mode == "custom" and not model:
-        model = DEFAULT_MODEL if not any(by_policy.values()) else None
+        if arch in X86_ARCHES:  # other architectures' feature names are not in the x86 vocabulary
+            by_policy[policy].add(knowledge.vocabulary.canonical(fname, where))
+    if mode == "custom" and not model and not any(by_policy.values()) and arch in X86_ARCHES:
+        mode, model = "default", DEFAULT_MODEL
     return Domain(
         name=name,
         arch=arch,

@@ -58,7 +58,16 @@ def find_policies_dir(
     local = cwd / "policies"
     if (local / INVENTORY_NAME).exists() or (local / "vms").is_dir():
         return pretty_path(local, cwd)
+    if not (EXAMPLE_POLICIES / INVENTORY_NAME).exists():  # an installed wheel has no example fleet
+        raise BadInput(
+            None,
+            f"no policies directory: give --policies DIR, set CPUGUARD_POLICIES, or set 'policies:' in {config_path}",
+        )
     return pretty_path(EXAMPLE_POLICIES, cwd)
+
+
+def is_example_fleet(policies_dir: Path) -> bool:
+    return policies_dir.resolve() == EXAMPLE_POLICIES.resolve()
 
 
 @dataclass
@@ -111,8 +120,16 @@ class Fleet:
                         domain = parse_domain(hv.domain_xml(spec), f"{host_entry.source}#{spec}", self.knowledge)
             return spec, domain, find_policy(policies, spec, self.knowledge), entry.host
         path = Path(spec)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            policy = read_policy(path, self.knowledge)
+            return policy.vm, None, policy, None
         if path.suffix.lower() == ".xml" or path.is_file():
             domain = read_domain(path, self.knowledge)
+            # A domain XML from elsewhere takes the policy of its name only from a fleet the user
+            # chose: the bundled example fleet must not lend its policies to unrelated domains.
+            inside = path.resolve().is_relative_to(policies.resolve())
+            if is_example_fleet(policies) and not inside:
+                return domain.name, domain, None, None
             current = self.inventory.vms.get(domain.name)
             return (
                 domain.name,
@@ -120,9 +137,6 @@ class Fleet:
                 find_policy(policies, domain.name, self.knowledge),
                 current.host if current else None,
             )
-        if path.suffix.lower() in (".yaml", ".yml"):
-            policy = read_policy(path, self.knowledge)
-            return policy.vm, None, policy, None
         found = find_policy(policies, spec, self.knowledge)
         if found is not None:
             return spec, None, found, None

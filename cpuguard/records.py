@@ -63,7 +63,7 @@ class Need:
 class GuestCpu:
     """The <cpu> of a domain definition, in canonical feature names."""
 
-    mode: str  # custom | host-model | host-passthrough | maximum | none
+    mode: str  # custom | host-model | host-passthrough | maximum | default (no <cpu>)
     model: str | None = None
     vendor: str | None = None
     fallback: str | None = None
@@ -96,6 +96,8 @@ class Requirements:
     mode: str = "enforce"  # enforce | warn | off (from the VM's policy)
     notes: tuple[str, ...] = ()  # e.g. "source host unknown: live rule partly applied"
     subject: str = "vm"  # vm | binaries (what `vm` names)
+    policy: str | None = None  # the policy file that applied, if any
+    current_host: str | None = None  # where the VM runs now, if known
 
     @property
     def features(self) -> frozenset[str]:
@@ -125,6 +127,8 @@ class Verdict:
     host_source: str = ""
     policy_mode: str = "enforce"
     subject: str = "vm"  # vm | binaries
+    policy: str | None = None
+    current_host: str | None = None
 
     @property
     def allowed(self) -> bool:

@@ -67,7 +67,8 @@ def build_requirements(
     if domain is not None:
         cpu = domain.cpu
         where = f"domain XML {domain.source}"
-        if cpu.mode == "custom" and cpu.model:
+        x86 = domain.arch in ("x86_64", "i686")
+        if cpu.mode == "custom" and cpu.model and x86:
             origin = Origin("guest-cpu", f"guest CPU model {cpu.model} ({where})")
             model_features = knowledge.cpu_map.features_of(cpu.model) - cpu.disabled
             needs.extend(Need(f, origin) for f in sorted(model_features))
@@ -80,6 +81,11 @@ def build_requirements(
             Need(f, Origin("guest-cpu", f"feature forbidden by the guest CPU definition ({where})"))
             for f in sorted(cpu.forbidden)
         )
+        if move is Move.LIVE and cpu.mode == "default" and cpu.model and source_host is not None:
+            # no <cpu>: QEMU's default model minus what the current host lacked, which the guest sees now
+            seen = knowledge.cpu_map.features_of(cpu.model) & guest_visible(source_host.flags, knowledge)
+            origin = Origin("live", f"the running guest sees it now (QEMU's default {cpu.model} on {source_host.name})")
+            needs.extend(Need(f, origin) for f in sorted(seen))
         if move is Move.LIVE and cpu.mode in ("host-passthrough", "maximum", "host-model"):
             if source_host is None:
                 notes.append(
@@ -100,6 +106,11 @@ def build_requirements(
                 "optional guest CPU features were not checked: whether the running guest has them "
                 "depends on its current host"
             )
+        if domain.virt_type == "qemu":
+            notes.append(
+                "TCG guest (domain type 'qemu'): QEMU emulates its CPU, so the host's features matter less "
+                "than for KVM; checked as if it were KVM"
+            )
     elif move is Move.LIVE and source_host is None:
         notes.append("no domain definition: only the workload's needs were checked")
     # The hypervisor bit is set by every hypervisor for every guest (libvirt's
@@ -114,6 +125,8 @@ def build_requirements(
         vendor=vendor,
         mode=policy.mode if policy else "enforce",
         notes=tuple(notes),
+        policy=policy.source if policy else None,
+        current_host=source_host.name if source_host is not None else None,
     )
 
 

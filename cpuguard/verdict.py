@@ -26,12 +26,17 @@ def vm_level(features: frozenset[str]) -> str | None:
     return lowest_level_covering(relevant) if relevant else None
 
 
+def arch_runs_on(guest: str, host: str) -> bool:
+    """A 32-bit x86 guest runs on a 64-bit x86 host; otherwise the architectures must match."""
+    return guest == host or (guest in ("i686", "i386") and host == "x86_64")
+
+
 def _problems(req: Requirements, host: HostFacts) -> list[str]:
     problems = []
-    if host.arch and req.arch and host.arch != req.arch:
-        problems.append(f"architecture mismatch: {req.arch} guest cannot run on a {host.arch} host")
+    if host.arch and req.arch and not arch_runs_on(req.arch, host.arch):
+        problems.append(f"architecture mismatch: the guest is {req.arch}, the host {host.arch}")
     if req.vendor and host.vendor and req.vendor.lower() != host.vendor.lower():
-        problems.append(f"vendor mismatch: the guest needs a {req.vendor} CPU, the host is {host.vendor}")
+        problems.append(f"vendor mismatch: the guest needs a CPU by {req.vendor}, the host's is by {host.vendor}")
     return problems
 
 
@@ -70,7 +75,11 @@ def decide(
         outcome = Outcome.BLOCK
     hints: list[str] = []
     if outcome is not Outcome.ALLOW and alternatives:
-        hints = sorted(name for name, other in alternatives.items() if other is not host and accepts(req, other))
+        hints = sorted(
+            name
+            for name, other in alternatives.items()
+            if other is not host and name != req.current_host and accepts(req, other)
+        )
     return Verdict(
         vm=req.vm,
         host=host.name or host.source,
@@ -87,4 +96,6 @@ def decide(
         host_source=host.source,
         policy_mode=req.mode,
         subject=req.subject,
+        policy=req.policy,
+        current_host=req.current_host,
     )

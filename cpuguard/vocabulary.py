@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ class Vocabulary:
     from_libvirt: Mapping[str, str]  # libvirt name -> canonical
     non_migratable: frozenset[str]  # canonical names libvirt marks migratable='no'
     hypervisor_provided: frozenset[str] = frozenset()  # KVM offers them to guests on any host
+    #: vendor -> {flag Linux shows: hidden CPUID bits it implies} (data/feature_names.yaml)
+    cpuinfo_hidden: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def try_canonical(self, name: str) -> str | None:
         return self.by_key.get(match_key(name))
@@ -112,7 +114,13 @@ def build_vocabulary(cpu_map: CpuMapData, names: Mapping[str, Any], where: Path)
         for spelling in spellings:
             claim(spelling, by_key[match_key(canonical)])
     provided = frozenset(by_key[match_key(n)] for n in names.get("hypervisor_provided", []))
-    return Vocabulary(frozenset(by_key.values()), by_key, to_libvirt, from_libvirt, frozenset(non_migratable), provided)
+    hidden = {
+        vendor: {by_key[match_key(shown)]: tuple(by_key[match_key(b)] for b in bits) for shown, bits in table.items()}
+        for vendor, table in names.get("cpuinfo_hidden", {}).items()
+    }
+    return Vocabulary(
+        frozenset(by_key.values()), by_key, to_libvirt, from_libvirt, frozenset(non_migratable), provided, hidden
+    )
 
 
 @cache

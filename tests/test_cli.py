@@ -18,7 +18,8 @@ def test_pbx01_is_blocked_on_old_node_with_reasons() -> None:
     assert "avx2, bmi2" in result.stdout
     assert "<- policy policies/vms/pbx01.yaml" in result.stdout
     assert "<- the running guest sees it now (host-passthrough on new-node)" in result.stdout
-    assert "hosts that would take pbx01: new-node" in result.stdout
+    assert "no other known host would take pbx01 (besides new-node, where it runs now)" in result.stdout
+    assert "policy: policies/vms/pbx01.yaml (mode enforce)" in result.stdout
     assert result.stderr == ""
 
 
@@ -44,7 +45,8 @@ def test_cold_rule_only_needs_the_workload() -> None:
     for origins in missing.values():
         assert [o["kind"] for o in origins] == ["binary"]
         assert origins[0]["detail"].startswith("needed by /usr/sbin/asterisk (")
-    assert data["hints"] == ["new-node"]
+    assert data["hints"] == []  # new-node is where it runs now
+    assert data["policy"] == "policies/vms/pbx01.yaml"
 
 
 def test_needs_from_a_scanned_binary_show_on_old_node() -> None:
@@ -224,3 +226,29 @@ def test_check_binary_blocks_a_haswell_build_on_westmere(tmp_path: Path) -> None
     assert allowed.returncode == 0, allowed.stdout
     nothing = run_cpuguard("check", "binary", str(source), "host", "old-node")
     assert nothing.returncode == 2 and "nothing could be scanned" in nothing.stderr
+
+
+def test_a_foreign_domain_xml_does_not_borrow_the_example_fleets_policy(tmp_path: Path) -> None:
+    """web01 in the example fleet is mode: warn; an unrelated domain of that name must not inherit it."""
+    xml = tmp_path / "web01.xml"
+    xml.write_text("<domain><name>web01</name><cpu mode='custom'><model>Skylake-Server</model></cpu></domain>")
+    result = run_cpuguard("check", "vm", str(xml), "host", "model:Westmere", "--cold", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert "policy:" not in result.stdout
+
+
+def test_a_policy_file_as_the_vm(tmp_path: Path) -> None:
+    result = run_cpuguard("check", "vm", str(ROOT / "policies" / "vms" / "db01.yaml"), "host", "old-node", "--cold")
+    assert result.returncode == 1, result.stderr
+    assert "level x86-64-v3 required by policy" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("check", "vm", "pbx01", "host", ""), ("check", "vm", "pbx01"), ("check", "--bogus"), ("nonsense",)],
+)
+def test_usage_errors_are_one_line(args: tuple[str, ...]) -> None:
+    result = run_cpuguard(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("cpuguard: ")

@@ -32,7 +32,8 @@ def test_cpuinfo(knowledge: Knowledge, path: Path) -> None:
     assert facts.arch == "x86_64"
     assert facts.vendor in ("Intel", "AMD", "Hygon")
     listed = {knowledge.vocabulary.try_canonical(f) or f for f in first_flags}
-    assert facts.flags <= listed | knowledge.vocabulary.hypervisor_provided
+    implied = {b for bits in knowledge.vocabulary.cpuinfo_hidden.get(facts.vendor, {}).values() for b in bits}
+    assert facts.flags <= listed | knowledge.vocabulary.hypervisor_provided | implied
     assert knowledge.vocabulary.hypervisor_provided <= facts.flags  # what a KVM guest of this host gets
     assert level_features("x86-64-v1") <= facts.flags
 
@@ -100,6 +101,20 @@ NOT_IN_CPUINFO = {
     "fbsdp_no",
     "psdp_no",
 }
+
+
+def test_linux_hides_spec_ctrl_behind_ibrs(knowledge: Knowledge, tmp_path: Path) -> None:
+    """Linux prints ibrs/ibpb for Intel's SPEC_CTRL bit (libvirt spec-ctrl): -IBRS models need it."""
+    copy = tmp_path / "cpuinfo"
+    flags = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 "
+    flags += "syscall nx lm pni pclmulqdq ssse3 cx16 sse4_1 sse4_2 popcnt aes lahf_lm ibrs ibpb stibp"
+    copy.write_text(f"processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: X5650\nflags\t\t: {flags}\n\n")
+    facts = host_from_file(copy, knowledge)
+    assert "spec_ctrl" in facts.flags
+    assert knowledge.cpu_map.features_of("Westmere-IBRS") <= facts.flags
+    amd = tmp_path / "cpuinfo-amd"
+    amd.write_text(copy.read_text().replace("GenuineIntel", "AuthenticAMD"))
+    assert "spec_ctrl" not in host_from_file(amd, knowledge).flags
 
 
 def test_capabilities_and_cpuinfo_of_one_machine_agree(knowledge: Knowledge) -> None:
@@ -177,3 +192,13 @@ def test_bad_host_files(knowledge: Knowledge, tmp_path: Path, content: bytes, pr
     assert str(info.value).startswith(f"{path}: ")
     assert problem in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("uarch", "model"), [("haswell", "Haswell-noTSX"), ("icelake", "Icelake-Server-noTSX"),
+                                              ("zen3", "EPYC-Milan"), ("skylake_avx512", "Skylake-Server-noTSX-IBRS")])
+def test_uarch_hosts_run_their_generations_libvirt_model(knowledge: Knowledge, uarch: str, model: str) -> None:
+    """archspec has the ISA extensions, the libvirt model of the same generation the system features
+    (pcid, erms, smep, x2apic...): a real CPU of that generation runs its libvirt model."""
+    facts = resolve_host(f"uarch:{uarch}", knowledge)
+    assert knowledge.cpu_map.features_of(model) - facts.flags in (set(), {"spec_ctrl"})
+    assert {"pcid", "erms", "smep"} <= facts.flags

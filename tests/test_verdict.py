@@ -53,6 +53,7 @@ def test_exact_text_a_user_sees(knowledge: Knowledge) -> None:
         "  levels: pbx needs x86-64-v3; old offers x86-64-v2\n"
         "  cold rule: the host must offer what the guest CPU definition and the workload need\n"
         "  hosts that would take pbx: new\n"
+        "  policy: vms/pbx.yaml (mode enforce)\n"
         "  host facts: model:Westmere\n"
     )
     assert one_line(verdict) == (
@@ -88,7 +89,7 @@ def test_architecture_mismatch_always_blocks(knowledge: Knowledge) -> None:
     req = build_requirements("vm1", domain(knowledge, "<cpu mode='host-model'/>"), policy, Move.COLD, knowledge)
     verdict = decide(req, host("arm", set(), vendor="", arch="aarch64"))
     assert verdict.outcome is Outcome.BLOCK
-    assert verdict.problems == ("architecture mismatch: x86_64 guest cannot run on a aarch64 host",)
+    assert verdict.problems == ("architecture mismatch: the guest is x86_64, the host aarch64",)
 
 
 def test_vendor_pinned_guest(knowledge: Knowledge) -> None:
@@ -133,3 +134,42 @@ def test_adding_a_feature_to_the_host_never_turns_allow_into_block(knowledge: Kn
     for extra in sorted(knowledge.vocabulary.names):
         bigger = HostFacts(**{**base.__dict__, "flags": base.flags | {extra}})
         assert decide(req, bigger).outcome is Outcome.ALLOW
+
+
+def test_a_domain_without_cpu_starts_anywhere_but_carries_what_it_sees_live(knowledge: Knowledge) -> None:
+    """No <cpu>: QEMU's default model, minus what the host lacks (QEMU drops it quietly)."""
+    dom = parse_domain("<domain type='kvm'><name>plain</name></domain>", "plain.xml", knowledge)
+    assert dom.cpu.mode == "default"
+    cold = build_requirements("plain", dom, None, Move.COLD, knowledge)
+    for model in ("Westmere", "Opteron_G1", "Skylake-Server-IBRS"):
+        assert decide(cold, model_host(model, knowledge)).outcome is Outcome.ALLOW, model
+    source = model_host("EPYC", knowledge, "amd-host")
+    live = build_requirements("plain", dom, None, Move.LIVE, knowledge, source_host=source)
+    assert "svm" in live.features  # qemu64 has svm and the AMD host gave it
+    assert decide(live, model_host("Westmere", knowledge)).outcome is Outcome.BLOCK
+
+
+def test_32_bit_guest_on_64_bit_host(knowledge: Knowledge) -> None:
+    dom = parse_domain(
+        "<domain><name>old</name><os><type arch='i686'>hvm</type></os>"
+        "<cpu mode='custom'><model>pentium3</model></cpu></domain>",
+        "old.xml",
+        knowledge,
+    )
+    req = build_requirements("old", dom, None, Move.COLD, knowledge)
+    assert decide(req, model_host("Skylake-Server-IBRS", knowledge)).outcome is Outcome.ALLOW
+    on_westmere = decide(req, model_host("Westmere", knowledge))  # libvirt's Westmere has no vme
+    assert [m.feature for m in on_westmere.missing] == ["vme"] and not on_westmere.problems
+
+
+def test_other_architecture_domain_is_blocked_not_bad_input(knowledge: Knowledge) -> None:
+    dom = parse_domain(
+        "<domain><name>arm</name><os><type arch='aarch64'>hvm</type></os>"
+        "<cpu mode='custom'><model>cortex-a57</model><feature name='pmu'/></cpu></domain>",
+        "arm.xml",
+        knowledge,
+    )
+    req = build_requirements("arm", dom, None, Move.COLD, knowledge)
+    verdict = decide(req, model_host("Westmere", knowledge))
+    assert verdict.outcome is Outcome.BLOCK
+    assert verdict.problems == ("architecture mismatch: the guest is aarch64, the host x86_64",)

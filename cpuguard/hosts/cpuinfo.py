@@ -61,6 +61,9 @@ def parse_cpuinfo(
         if not raw:
             raise BadInput(where, "empty 'flags' line")
         flags = frozenset(vocabulary.try_canonical(f) or f for f in raw)
+        vendor_id = first.get("vendor_id", "")
+        hidden = vocabulary.cpuinfo_hidden.get(_VENDORS.get(vendor_id, vendor_id), {})
+        flags |= {bit for shown, bits in hidden.items() if shown in flags for bit in bits}
         arch = "x86_64" if "lm" in flags else "i686"
         vendor_id = first.get("vendor_id", "")
         vendor = _VENDORS.get(vendor_id, vendor_id)

@@ -10,6 +10,10 @@ cpu_map has (see Knowledge.x86_64_baseline).
 
 from __future__ import annotations
 
+import re
+from functools import cache
+from pathlib import Path
+
 from cpuguard.cpumodels import microarchitecture
 from cpuguard.knowledge import Knowledge
 from cpuguard.levels import level_features, normalize_level
@@ -32,16 +36,55 @@ def model_host(name: str, knowledge: Knowledge, host_name: str = "") -> HostFact
     )
 
 
+UARCH_MODELS_FILE = Path(__file__).resolve().parents[1] / "data" / "uarch_models.yaml"
+_VARIANT = re.compile(r"(-IBRS|-IBPB|-noTSX|-noTSX-IBRS)?")
+
+
+@cache
+def _uarch_models() -> dict[str, str]:
+    from cpuguard.yamlsafe import read_yaml
+
+    raw = read_yaml(UARCH_MODELS_FILE)
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def generation_features(uarch: str, knowledge: Knowledge) -> tuple[str | None, frozenset[str]]:
+    """(libvirt model, features every variant of it has) for an archspec microarchitecture."""
+    base = _uarch_models().get(uarch)
+    if base is None:
+        return None, frozenset()
+    variants = [
+        m.features
+        for name, m in knowledge.cpu_map.models.items()
+        if name.startswith(base) and _VARIANT.fullmatch(name[len(base) :])
+    ]
+    return base, (frozenset.intersection(*variants) if variants else frozenset())
+
+
 def uarch_host(name: str, knowledge: Knowledge, host_name: str = "") -> HostFacts:
     uarch = microarchitecture(name)
+    model, generation = generation_features(uarch.name, knowledge)
+    notes = (
+        (
+            f"archspec lists instruction-set extensions only; completed with what every variant of libvirt's "
+            f"{model} model has",
+        )
+        if model
+        else (
+            f"archspec lists instruction-set extensions only and no libvirt model is mapped to {uarch.name}: "
+            "system features (pcid, smep, x2apic...) are unknown",
+        )
+    )
     return HostFacts(
         name=host_name or f"uarch:{uarch.name}",
         arch="x86_64",
         vendor=_UARCH_VENDORS.get(uarch.vendor, ""),
         model_name=f"{uarch.name} microarchitecture (archspec)",
-        flags=uarch.features | knowledge.x86_64_baseline,
+        flags=uarch.features | knowledge.x86_64_baseline | generation,
         source=f"uarch:{uarch.name}",
         kind="uarch",
+        libvirt_model=model,
+        notes=notes,
     )
 
 

@@ -36,6 +36,10 @@ def one_line(verdict: Verdict) -> str:
     return head + (": " + "; ".join(parts) if parts else "")
 
 
+def _besides(verdict: Verdict) -> str:
+    return f" (besides {verdict.current_host}, where it runs now)" if verdict.current_host else ""
+
+
 def render_text(verdict: Verdict) -> str:
     lines: list[str] = []
     move = _MOVES[verdict.move]
@@ -75,8 +79,10 @@ def render_text(verdict: Verdict) -> str:
     if verdict.hints:
         lines.append(f"  hosts that would take {verdict.vm}: {', '.join(verdict.hints)}")
     elif verdict.outcome is not Outcome.ALLOW:
-        lines.append(f"  no other known host would take {verdict.vm}")
+        lines.append(f"  no other known host would take {verdict.vm}{_besides(verdict)}")
     for note in verdict.notes:
         lines.append(f"  note: {note}")
+    if verdict.policy:
+        lines.append(f"  policy: {verdict.policy} (mode {verdict.policy_mode})")
     lines.append(f"  host facts: {verdict.host_source}")
     return "\n".join(lines) + "\n"

@@ -168,7 +168,7 @@ def test_a_live_libvirt_host(tmp_path: Path, knowledge: Knowledge) -> None:
     assert fleet.hosts["lab"].source == "libvirt:test:///default (capabilities)"
     plan = evacuate("mid-node", list(fleet.vms.values()), fleet.hosts, knowledge)
     lab = next(c for c in plan.vms[0].candidates if c.host == "lab")
-    assert lab.live.problems == ("architecture mismatch: x86_64 guest cannot run on a i686 host",)
+    assert lab.live.problems == ("architecture mismatch: the guest is x86_64, the host i686",)
     assert plan.vms[0].safe == ("new-node", "old-node")
 
 
