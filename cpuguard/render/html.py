@@ -83,6 +83,8 @@ def _vm_table(vm: VmPlan) -> list[str]:
     ]
     if vm.stranded and vm.cold_only:
         lines.append(f"<p>After a shutdown (cold move) it could start on: {_e(', '.join(vm.cold_only))}.</p>")
+    elif vm.stranded and vm.move is Move.LIVE:
+        lines.append("<p>After a shutdown (cold move) no target could start it either.</p>")
     lines.append("<table><tr><th>Target</th><th>Live move</th><th>Cold move</th><th>Why not</th></tr>")
     for candidate in vm.candidates:
         live, cold = is_safe(candidate.live), is_safe(candidate.cold)

@@ -57,6 +57,8 @@ def render_evacuation_junit(plan: EvacuationPlan) -> str:
             lines = [f"{vm.vm} has no safe target among {', '.join(plan.targets) or 'no hosts'}."]
             if vm.cold_only:
                 lines.append(f"After a shutdown (cold move) it could start on: {', '.join(vm.cold_only)}.")
+            elif vm.move is Move.LIVE:
+                lines.append("After a shutdown (cold move) no target could start it either.")
             for candidate in vm.candidates:
                 lines.append(f"{candidate.host}:")
                 lines.extend(_rejection(candidate.verdict(vm.move), "    "))

@@ -49,6 +49,8 @@ def _vm_section(vm: VmPlan) -> list[str]:
     lines = [head]
     if vm.stranded and vm.cold_only:
         lines.append(f"  after a shutdown (cold move) it could start on: {', '.join(vm.cold_only)}")
+    elif vm.stranded and vm.move is Move.LIVE:
+        lines.append("  after a shutdown (cold move) no target could start it either")
     elif vm.cold_only:
         lines.append(f"  cold move only: {', '.join(vm.cold_only)}")
     if vm.policy_mode != "enforce":

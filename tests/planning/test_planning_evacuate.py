@@ -32,14 +32,24 @@ def test_pbx01_is_stranded_with_missing_features_per_candidate(fleet: PlanFleet,
     assert [v.vm for v in plan.stranded] == ["pbx01"]
     pbx01 = plan.vms[0]
     assert pbx01.vm == "pbx01" and pbx01.stranded
-    assert pbx01.cold_only == ("mid-node",)  # its workload alone would fit after a restart
+    # its Asterisk build uses AVX-512: not even a restart on another host would work
+    assert pbx01.cold_only == ()
     missing = {c.host: {m.feature for m in c.live.missing} for c in pbx01.candidates}
     # Skylake-SP's AVX-512 is what the running guest has seen since boot
     assert {"avx512f", "avx512bw", "avx512vl", "clwb"} <= missing["mid-node"]
     assert "avx2" not in missing["mid-node"]
-    assert {"avx2", "bmi2", "avx512f", "sse4_2"} - {"sse4_2"} <= missing["old-node"]
+    assert {"avx", "avx2", "bmi2", "avx512f"} <= missing["old-node"]
     origins = {o.kind for c in pbx01.candidates for m in c.live.missing for o in m.origins}
-    assert origins == {"policy", "live"}
+    assert origins == {"policy", "live", "binary"}
+    # after a shutdown only the workload counts: on mid-node, exactly what the binary needs
+    cold = {c.host: c.cold for c in pbx01.candidates}
+    assert [(m.feature, [(o.kind, o.detail) for o in m.origins]) for m in cold["mid-node"].missing] == [
+        ("avx512bw", [("binary", "needed by /usr/sbin/asterisk (6 instructions in 2 functions)")]),
+        ("avx512f", [("binary", "needed by /usr/sbin/asterisk (2 instructions in 1 function)")]),
+        ("avx512vl", [("binary", "needed by /usr/sbin/asterisk (8 instructions in 2 functions)")]),
+    ]
+    assert [m.feature for m in cold["old-node"].missing] == ["avx", "avx2", "avx512bw", "avx512f", "avx512vl", "bmi2"]
+    assert {o.kind for m in cold["old-node"].missing for o in m.origins} == {"binary", "policy"}
 
 
 def test_other_vms_get_targets(fleet: PlanFleet, knowledge: Knowledge) -> None:
@@ -52,10 +62,27 @@ def test_other_vms_get_targets(fleet: PlanFleet, knowledge: Knowledge) -> None:
     assert exit_code(bool(old.stranded), old.complete) == 0
 
 
-def test_cold_rule_gives_pbx01_a_target(fleet: PlanFleet, knowledge: Knowledge) -> None:
+def test_cold_rule_strands_pbx01_too(fleet: PlanFleet, knowledge: Knowledge) -> None:
     plan = evacuate("new-node", list(fleet.vms.values()), fleet.hosts, knowledge, move=Move.COLD)
-    assert plan.stranded == ()
-    assert next(v for v in plan.vms if v.vm == "pbx01").safe == ("mid-node",)
+    assert [v.vm for v in plan.stranded] == ["pbx01"]
+    pbx01 = plan.vms[0]
+    assert pbx01.safe == () and pbx01.cold_only == ()
+    assert next(v for v in plan.vms if v.vm == "db01").safe == ("mid-node",)
+    assert exit_code(bool(plan.stranded), plan.complete) == 1
+
+
+def test_cold_rule_with_a_skylake_server_target(fleet: PlanFleet, knowledge: Knowledge) -> None:
+    # libvirt's Skylake-Server-IBRS model has AVX-512 but not clflushopt, which the running
+    # guest sees on new-node: a restart there would work, a live migration would not
+    from cpuguard.hosts.synthetic import model_host
+
+    hosts = {**fleet.hosts, "spare": model_host("Skylake-Server-IBRS", knowledge, "spare")}
+    live = evacuate("new-node", list(fleet.vms.values()), hosts, knowledge, targets=["spare"])
+    pbx01 = live.vms[0]
+    assert pbx01.vm == "pbx01" and pbx01.stranded and pbx01.cold_only == ("spare",)
+    assert [m.feature for m in pbx01.candidates[0].live.missing] == ["clflushopt"]
+    cold = evacuate("new-node", list(fleet.vms.values()), hosts, knowledge, targets=["spare"], move=Move.COLD)
+    assert cold.stranded == ()
 
 
 def test_exit_codes() -> None:
@@ -68,14 +95,23 @@ def test_cli_text_report() -> None:
     result = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES))
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[:5] == [
+    assert lines[:12] == [
         "Evacuating new-node (live moves) to mid-node, old-node: 2 VMs, 1 stranded",
         "  no safe target: pbx01",
         "",
         "STRANDED  pbx01: no host can take it (live)",
-        "  after a shutdown (cold move) it could start on: mid-node",
+        "  after a shutdown (cold move) no target could start it either",
+        "  mid-node: lacks 19 features",
+        "      missing avx512bw",
+        "          <- needed by /usr/sbin/asterisk (6 instructions in 2 functions)",
+        "      missing avx512f",
+        "          <- needed by /usr/sbin/asterisk (2 instructions in 1 function)",
+        "      missing avx512vl",
+        "          <- needed by /usr/sbin/asterisk (8 instructions in 2 functions)",
     ]
-    assert "  mid-node: lacks 19 features" in lines
+    assert "  old-node: lacks 35 features" in lines
+    assert "      missing avx2, bmi2" in lines
+    assert f"          <- policy {EXAMPLE_POLICIES / 'vms' / 'pbx01.yaml'}" in lines
     assert "          <- the running guest sees it now (host-passthrough on new-node)" in lines
     assert "OK        db01: mid-node (live)" in lines
     assert result.stderr == ""
@@ -88,10 +124,18 @@ def test_cli_json_report() -> None:
     assert data["kind"] == "evacuation" and data["complete"] is True
     assert data["stranded"] == ["pbx01"]
     pbx01 = data["vms"][0]
-    assert pbx01["vm"] == "pbx01" and pbx01["safe_targets"] == [] and pbx01["cold_only_targets"] == ["mid-node"]
+    assert pbx01["vm"] == "pbx01" and pbx01["safe_targets"] == [] and pbx01["cold_only_targets"] == []
     mid = next(c for c in pbx01["candidates"] if c["host"] == "mid-node")
-    assert mid["live"]["outcome"] == "block" and mid["cold"]["outcome"] == "allow"
+    assert mid["live"]["outcome"] == "block" and mid["cold"]["outcome"] == "block"
     assert "avx512f" in [m["feature"] for m in mid["live"]["missing"]]
+    assert mid["cold"]["missing"] == [
+        {"feature": feature, "origins": [{"kind": "binary", "detail": f"needed by /usr/sbin/asterisk ({detail})"}]}
+        for feature, detail in [
+            ("avx512bw", "6 instructions in 2 functions"),
+            ("avx512f", "2 instructions in 1 function"),
+            ("avx512vl", "8 instructions in 2 functions"),
+        ]
+    ]
 
 
 def test_cli_junit_report_one_case_per_vm(tmp_path: Path) -> None:
@@ -104,7 +148,13 @@ def test_cli_junit_report_one_case_per_vm(tmp_path: Path) -> None:
     assert sorted(cases) == ["db01", "pbx01"]
     failure = cases["pbx01"].find("failure")
     assert failure is not None and failure.get("message") == "no safe target for pbx01 (live move)"
-    assert "mid-node:" in (failure.text or "") and "missing " in (failure.text or "")
+    text = (failure.text or "").splitlines()
+    assert text[:2] == [
+        "pbx01 has no safe target among mid-node, old-node.",
+        "After a shutdown (cold move) no target could start it either.",
+    ]
+    assert "mid-node:" in text and "    missing avx512f" in text
+    assert "        <- needed by /usr/sbin/asterisk (2 instructions in 1 function)" in text
     assert cases["db01"].find("failure") is None
 
 
@@ -136,8 +186,18 @@ def test_cli_hypothetical_target_and_cold() -> None:
     assert result.returncode == 0, result.stdout
     assert "OK        pbx01: model:Icelake-Server (live)" in result.stdout
     cold = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES), "--cold")
-    assert cold.returncode == 0
-    assert "OK        pbx01: mid-node (cold)" in cold.stdout
+    assert cold.returncode == 1
+    lines = cold.stdout.splitlines()
+    assert lines[:6] == [
+        "Evacuating new-node (cold moves) to mid-node, old-node: 2 VMs, 1 stranded",
+        "  no safe target: pbx01",
+        "",
+        "STRANDED  pbx01: no host can take it (cold)",
+        "  mid-node: lacks 3 features",
+        "      missing avx512bw",
+    ]
+    assert "the running guest sees it now" not in cold.stdout  # a restart does not carry the running CPU
+    assert "OK        db01: mid-node (cold)" in lines
 
 
 def test_cli_unknown_host_is_one_line() -> None:

@@ -17,14 +17,17 @@ def test_evacuation_markdown() -> None:
         "| VM | Safe targets | Cold move only | Why not |",
         "| --- | --- | --- | --- |",
     ]
-    assert lines[6].startswith("| `pbx01` | **none** | mid-node | mid-node: missing 3dnowprefetch, adx,")
+    assert lines[6].startswith("| `pbx01` | **none** | - | mid-node: missing 3dnowprefetch, adx, avx512bw,")
     assert "<br>old-node: missing " in lines[6]
     assert lines[7].startswith("| `db01` | mid-node | - | old-node: missing abm, avx,")
 
 
 def test_matrix_markdown() -> None:
     result = run_cpuguard("plan", "matrix", "--policies", str(EXAMPLE_POLICIES), "--format", "markdown")
-    assert "| `pbx01` | cold | here | **no** |" in result.stdout.splitlines()
+    lines = result.stdout.splitlines()
+    assert "**No host to move to live:** `pbx01`" in lines
+    assert "| `pbx01` | **no** | here | **no** |" in lines  # neither live nor after a shutdown
+    assert "| `ci01` | ok | ok | here |" in lines
 
 
 def test_baseline_markdown_has_the_cpu_snippet() -> None:

@@ -57,7 +57,7 @@ def test_example_matrix_cli() -> None:
         "       mid-node  new-node  old-node",
         "ci01   ok        ok        (here)",
         "db01   ok        (here)    no",
-        "pbx01  cold      (here)    no",
+        "pbx01  no        (here)    no",
         "web01  (here)    ok        ok",
     ]
     assert any(line.startswith("  pbx01 -> mid-node: missing 3dnowprefetch, adx,") for line in lines)
@@ -75,4 +75,9 @@ def test_example_matrix_json_by_classes() -> None:
     assert live["accepting_host_classes"] == [hosts["new-node"]["class"]]
     mid = next(r for r in live["rejected_by"] if r["host_class"] == hosts["mid-node"]["class"])
     assert "avx512f" in mid["missing"]
-    assert pbx01["live_targets"] == 0 and pbx01["cold_targets"] == 1
+    assert pbx01["live_targets"] == 0 and pbx01["cold_targets"] == 0
+    cold = classes[pbx01["cold_class"]]
+    assert cold["move"] == "cold" and cold["accepting_host_classes"] == [hosts["new-node"]["class"]]
+    cold_rejections = {r["host_class"]: r["missing"] for r in cold["rejected_by"]}
+    assert cold_rejections[hosts["mid-node"]["class"]] == ["avx512bw", "avx512f", "avx512vl"]
+    assert cold_rejections[hosts["old-node"]["class"]] == ["avx", "avx2", "avx512bw", "avx512f", "avx512vl", "bmi2"]

@@ -46,7 +46,8 @@ def test_example_fleet_metrics(tmp_path: Path) -> None:
     families = parse_exposition(target.read_text(encoding="utf-8"))
     samples = dict(families["cpuguard_vm_targets"])
     assert samples['cpuguard_vm_targets{vm="pbx01",host="new-node",move="live",mode="enforce"}'] == 0
-    assert samples['cpuguard_vm_targets{vm="pbx01",host="new-node",move="cold",mode="enforce"}'] == 1
+    assert samples['cpuguard_vm_targets{vm="pbx01",host="new-node",move="cold",mode="enforce"}'] == 0
+    assert samples['cpuguard_vm_targets{vm="db01",host="new-node",move="cold",mode="enforce"}'] == 1
     assert samples['cpuguard_vm_targets{vm="ci01",host="old-node",move="live",mode="enforce"}'] == 2
     assert families["cpuguard_vms_stranded"] == [("cpuguard_vms_stranded", 1.0)]
     assert dict(families["cpuguard_host_level"]) == {
