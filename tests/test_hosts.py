@@ -202,3 +202,16 @@ def test_uarch_hosts_run_their_generations_libvirt_model(knowledge: Knowledge, u
     facts = resolve_host(f"uarch:{uarch}", knowledge)
     assert knowledge.cpu_map.features_of(model) - facts.flags in (set(), {"spec_ctrl"})
     assert {"pcid", "erms", "smep"} <= facts.flags
+
+
+def test_py_cpuinfo_source_agrees_with_proc_cpuinfo(knowledge: Knowledge, tmp_path: Path) -> None:
+    """Off Linux, `local` falls back to py-cpuinfo; here both can be read and must agree."""
+    from cpuguard.hosts.sources import PROC_CPUINFO, local_host
+
+    with_proc = host_from_file(PROC_CPUINFO, knowledge)
+    without = local_host(knowledge, cpuinfo=tmp_path / "no-such-cpuinfo")
+    if without.source.startswith("libvirt:"):
+        pytest.skip("a local libvirt answered; the py-cpuinfo fallback is not used")
+    assert without.source == "py-cpuinfo" and without.vendor == with_proc.vendor
+    modelled = frozenset(knowledge.vocabulary.to_libvirt)
+    assert (with_proc.flags & modelled) - {"spec_ctrl"} <= without.flags

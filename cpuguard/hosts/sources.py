@@ -84,6 +84,11 @@ def local_host(knowledge: Knowledge, *, name: str = "", cpuinfo: Path = PROC_CPU
         with connect("qemu:///system") as hv:
             return host_from_hypervisor(hv, knowledge, name=host_name)
     except (MissingDependency, BadInput) as exc:
+        if not cpuinfo.exists():  # not Linux: ask the CPU itself, slowly
+            from cpuguard.hosts.pycpuinfo import read_py_cpuinfo
+
+            facts = read_py_cpuinfo(knowledge.vocabulary, name=host_name, captured_at=datetime.now(UTC))
+            return as_kvm_host(replace(facts, notes=(*facts.notes, f"libvirt not used ({exc})")), knowledge)
         facts = parse_cpuinfo(
             cpuinfo.read_text(encoding="utf-8", errors="replace"),
             cpuinfo,
