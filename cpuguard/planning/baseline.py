@@ -14,6 +14,12 @@ is), then to more features, then to the name, so the result does not depend
 on the order of cpu_map's files. libvirt also weighs the CPUs'
 family/model signature, so its model name can differ; the feature set a guest
 gets is the same (the tests check both against ``virsh cpu-baseline``).
+
+Features KVM offers guests on any host (``hypervisor_provided`` in
+data/feature_names.yaml: x2apic, tsc-deadline, arat) are never required on top
+of the model: no host can lack them, so they cannot hold a move back, and
+libvirt, which reads the bare CPUs, does not list them either. They stay in
+``guest_features`` and are named in ``Baseline.hypervisor_provided``.
 """
 
 from __future__ import annotations
@@ -54,19 +60,27 @@ def cluster_baseline(
     dropped = sorted(common & knowledge.vocabulary.non_migratable)
     if dropped:
         notes.append(f"left out because they never migrate (cpu_map migratable='no'): {', '.join(dropped)}")
+    provided = guest & knowledge.vocabulary.hypervisor_provided if arches == ["x86_64"] else frozenset()
+    wanted = guest - provided  # what the <cpu> has to ask for
     best = None
     best_key: tuple[int, int, int, str] | None = None
     if arches == ["x86_64"]:
         for model in knowledge.cpu_map.models.values():
             if vendor is not None and model.vendor not in (None, vendor):
                 continue
-            extra = guest - model.features
+            extra = wanted - model.features
             disabled = model.features - guest
             key = (len(extra) + len(disabled), len(disabled), -len(model.features), model.name)
             if best_key is None or key < best_key:
                 best, best_key = model, key
-    extra_set = sorted(guest - best.features) if best else sorted(guest)
+    extra_set = sorted(wanted - best.features) if best else sorted(wanted)
     disabled_set = sorted(best.features - guest) if best else []
+    unlisted = sorted(provided - best.features) if best else sorted(provided)
+    if unlisted:
+        notes.append(
+            f"not required in the <cpu>: {', '.join(unlisted)} -- "
+            "KVM offers them to guests on every host, so no move can fail for lack of them"
+        )
     union = frozenset.union(*(guest_visible(h.flags, knowledge) for h in hosts.values()))
     lacking: dict[tuple[str, ...], list[str]] = {}
     for feature in sorted(union - guest):
@@ -83,6 +97,7 @@ def cluster_baseline(
         model=best.name if best else None,
         extra=tuple(extra_set),
         disabled=tuple(disabled_set),
+        hypervisor_provided=tuple(unlisted),
         extra_libvirt=_libvirt_names(extra_set, knowledge),
         disabled_libvirt=_libvirt_names(disabled_set, knowledge),
         held_back=tuple(held_back),

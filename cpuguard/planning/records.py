@@ -119,4 +119,6 @@ class Baseline:
     disabled_libvirt: tuple[str, ...]
     held_back: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]  # (hosts lacking them, features others have)
     notes: tuple[str, ...] = ()
+    # canonical guest features neither in the model nor in ``extra``: KVM offers them on every host
+    hypervisor_provided: tuple[str, ...] = ()
     problems: tuple[Problem, ...] = ()

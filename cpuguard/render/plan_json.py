@@ -156,6 +156,7 @@ def baseline_data(baseline: Baseline) -> dict[str, Any]:
         "model": baseline.model,
         "extra": list(baseline.extra),
         "disabled": list(baseline.disabled),
+        "hypervisor_provided": list(baseline.hypervisor_provided),
         "guest_features": sorted(baseline.guest_features),
         "common_features": sorted(baseline.common),
         "held_back": [{"hosts": list(hosts), "features": list(features)} for hosts, features in baseline.held_back],

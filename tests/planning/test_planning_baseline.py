@@ -64,22 +64,40 @@ def test_example_fleet_matches_virsh(tmp_path: Path, knowledge: Knowledge) -> No
     files = sorted((EXAMPLE_POLICIES / "hosts").glob("*.xml"))
     hosts = {f.stem: host_from_file(f, knowledge, name=f.stem) for f in files}
     ours = cluster_baseline(hosts, knowledge)
-    assert (ours.model, ours.extra_libvirt) == ("Westmere-IBRS", ("arat", "pclmuldq", "tsc-deadline", "x2apic"))
+    assert (ours.model, ours.extra_libvirt, ours.disabled_libvirt) == ("Westmere-IBRS", ("pclmuldq",), ())
     assert ours.level == "x86-64-v2" and ours.vendor == "Intel"
-    # the same CPUs given to libvirt: the same guest CPU
+    # the host facts include what KVM offers every guest; the <cpu> need not ask for it
+    assert ours.hypervisor_provided == ("arat", "tsc_deadline_timer", "x2apic")
+    assert {"arat", "tsc_deadline_timer", "x2apic"} <= ours.guest_features
+    # the raw capabilities files given to libvirt: the very same <cpu>
+    raw = "".join(f.read_text(encoding="utf-8") for f in files)
+    model, required, disabled = virsh_baseline(tmp_path, raw, expand=False)
+    assert (model, required, disabled) == (ours.model, set(ours.extra_libvirt), set(ours.disabled_libvirt))
+    _model, expanded, _disabled = virsh_baseline(tmp_path, raw, expand=True)
+    provided = libvirt_names(knowledge.vocabulary.hypervisor_provided, knowledge)
+    assert libvirt_names(ours.guest_features, knowledge) - expanded == provided - {"hypervisor"}
+    # the CPUs as cpuguard sees them given to libvirt: the same guest features
     text = "".join(cpu_element(h, knowledge) for h in hosts.values())
     model, required, disabled = virsh_baseline(tmp_path, text, expand=False)
     assert len(ours.extra) + len(ours.disabled) <= len(required) + len(disabled)
     _model, expanded, _disabled = virsh_baseline(tmp_path, text, expand=True)
     # the hypervisor bit is set on every guest by KVM itself, never something to ask for
     assert libvirt_names(ours.guest_features, knowledge) == expanded - non_migratable(knowledge) - {"hypervisor"}
-    # the raw capabilities files: libvirt's baseline lacks only what KVM gives every guest
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("mid-node",), ("new-node",), ("old-node",), ("mid-node", "new-node"), ("mid-node", "old-node"),
+     ("new-node", "old-node")],
+)  # fmt: skip
+def test_example_host_subsets_match_virsh(names: tuple[str, ...], tmp_path: Path, knowledge: Knowledge) -> None:
+    """Every cluster of the example hosts: the <cpu> libvirt proposes for the same capabilities files."""
+    files = [EXAMPLE_POLICIES / "hosts" / f"{name}.xml" for name in names]
+    ours = cluster_baseline({f.stem: host_from_file(f, knowledge, name=f.stem) for f in files}, knowledge)
     raw = "".join(f.read_text(encoding="utf-8") for f in files)
     model, required, disabled = virsh_baseline(tmp_path, raw, expand=False)
-    assert (model, required, disabled) == ("Westmere-IBRS", {"pclmuldq"}, set())
-    _model, expanded, _disabled = virsh_baseline(tmp_path, raw, expand=True)
-    provided = libvirt_names(knowledge.vocabulary.hypervisor_provided, knowledge)
-    assert libvirt_names(ours.guest_features, knowledge) - expanded == provided - {"hypervisor"}
+    assert (model, required, disabled) == (ours.model, set(ours.extra_libvirt), set(ours.disabled_libvirt))
+    assert not set(ours.extra) & knowledge.vocabulary.hypervisor_provided
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -98,7 +116,7 @@ def test_random_model_sets_match_virsh(seed: int, tmp_path: Path, knowledge: Kno
         assert len(ours.extra) + len(ours.disabled) <= len(required - non_migratable(knowledge)) + len(disabled)
         assert ours.model is not None
         rebuilt = (knowledge.cpu_map.features_of(ours.model) | set(ours.extra)) - set(ours.disabled)
-        assert rebuilt == ours.guest_features
+        assert rebuilt | set(ours.hypervisor_provided) == ours.guest_features
 
 
 def test_the_cpu_snippet_runs_on_every_host(knowledge: Knowledge) -> None:
@@ -127,16 +145,22 @@ def test_cli_baseline(tmp_path: Path) -> None:
     assert lines[:4] == [
         "Baseline of 3 hosts: mid-node, new-node, old-node",
         "  level: x86-64-v2",
-        "  libvirt model: Westmere-IBRS + arat, pclmulqdq, tsc_deadline_timer, x2apic",
+        "  libvirt model: Westmere-IBRS + pclmulqdq",
         "  vendor: Intel",
     ]
     assert "    old-node: abm, avx, avx2, bmi1, bmi2, erms, f16c, fma, fsgsbase, invpcid, movbe, pcid, rdrand, " in (
         result.stdout
     )
-    assert "  <feature policy='require' name='pclmuldq'/>" in lines
+    assert [line for line in lines if "<feature" in line] == ["  <feature policy='require' name='pclmuldq'/>"]
+    assert (
+        "  note: not required in the <cpu>: arat, tsc_deadline_timer, x2apic -- "
+        "KVM offers them to guests on every host, so no move can fail for lack of them"
+    ) in lines
     cluster = run_cpuguard("baseline", "--cluster", "main", "--policies", str(EXAMPLE_POLICIES), "--format", "json")
     data = json.loads(cluster.stdout)
     assert data["hosts"] == ["mid-node", "new-node"] and data["level"] == "x86-64-v3"
+    assert (data["model"], data["extra"], data["disabled"]) == ("Haswell-noTSX-IBRS", ["abm", "f16c", "rdrand"], [])
+    assert data["hypervisor_provided"] == ["arat"]  # Haswell-noTSX-IBRS has x2apic and tsc-deadline already
     only_models = run_cpuguard("baseline", "model:Haswell-noTSX", "model:Broadwell-noTSX", cwd=tmp_path)
     assert only_models.returncode == 0, only_models.stderr  # no inventory needed
     assert "libvirt model: Haswell-noTSX" in only_models.stdout
