@@ -34,6 +34,13 @@ def is_uri(source: str) -> bool:
     return "://" in source
 
 
+def looks_like_source(spec: str) -> bool:
+    """Whether ``spec`` is a host SOURCE (``local``, ``model:``/``uarch:``/``level:``, a URI,
+    a path) rather than an inventory host name. Callers look ``spec`` up in the inventory
+    first: a host named like a file in the working directory is still the inventory's."""
+    return spec == "local" or ":" in spec or "/" in spec or Path(spec).exists()
+
+
 def as_kvm_host(facts: HostFacts, knowledge: Knowledge) -> HostFacts:
     """Facts of a bare CPU (/proc/cpuinfo, ``virsh capabilities``) as what its KVM guests get:
     add the features KVM provides on any host (data/feature_names.yaml, hypervisor_provided)."""

@@ -113,10 +113,6 @@ def _known_host(fleet: Any, name: str) -> None:
         raise UnknownName(fleet.inventory, "host", name, close)
 
 
-def _looks_like_source(spec: str) -> bool:
-    return ":" in spec or "/" in spec or Path(spec).exists()
-
-
 def _extra_host(spec: str) -> HostFacts:
     """A host outside the inventory: any host SOURCE (model:NAME, a file, a URI...)."""
     from cpuguard.hosts.sources import resolve_host
@@ -158,6 +154,7 @@ def evacuate_cmd(
 
     Exit 1 when a VM has no safe target, 2 when the plan is incomplete.
     """
+    from cpuguard.hosts.sources import looks_like_source
     from cpuguard.knowledge import load_knowledge
     from cpuguard.planning.plan import evacuate, exit_code
 
@@ -169,7 +166,7 @@ def evacuate_cmd(
         names = []
         for spec in _split(targets):
             if spec not in fleet.host_entries:
-                if not _looks_like_source(spec):
+                if not looks_like_source(spec):
                     _known_host(fleet, spec)
                 hosts[spec] = _extra_host(spec)
             names.append(spec)
@@ -224,12 +221,13 @@ def baseline_cmd(
     HOSTS are inventory names or any host SOURCE; default: every inventory host.
     Exit 2 when a host could not be read (the baseline of the others is shown).
     """
+    from cpuguard.hosts.sources import looks_like_source
     from cpuguard.knowledge import load_knowledge
     from cpuguard.planning.baseline import cluster_baseline
 
     specs = _split(hosts)
     fleet = None
-    if cluster or not specs or not all(_looks_like_source(s) for s in specs):
+    if cluster or not specs or not all(looks_like_source(s) for s in specs):
         fleet = _load(policies, inventory, timeout)
     chosen: dict[str, HostFacts] = {}
     wanted: list[str] = []
@@ -244,7 +242,7 @@ def baseline_cmd(
     for spec in specs:
         if fleet is not None and spec in fleet.host_entries:
             wanted.append(spec)
-        elif _looks_like_source(spec):
+        elif looks_like_source(spec):
             chosen[spec] = _extra_host(spec)
         else:
             assert fleet is not None
