@@ -29,7 +29,7 @@ from cpuguard import __version__
 from cpuguard.hook.context import HookContext, build_context
 
 DEFAULT_CACHE_DIR = Path("/var/cache/cpuguard")
-FORMAT = 1
+FORMAT = 2
 RACY_SECONDS = 2.0
 
 Signature = tuple[int, int, int, int, int] | None

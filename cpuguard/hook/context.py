@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpuguard.config import Config, read_config
-from cpuguard.errors import BadInput
+from cpuguard.errors import BadInput, CpuguardError
 from cpuguard.knowledge import Knowledge
 from cpuguard.policy import VmPolicy
 from cpuguard.records import HostFacts
@@ -36,8 +36,9 @@ class HookContext:
     policies: dict[str, VmPolicy]  # by VM name (vms/<vm>.yaml)
     policy_versions: dict[str, FileVersion]
     vm_hosts: dict[str, str]  # inventory: where each VM runs
-    inventory_hosts: dict[str, HostFacts]  # inventory hosts whose facts are files or model:/uarch:/level:
-    unreadable_hosts: dict[str, str]  # inventory host -> why the hook cannot know its facts
+    inventory_hosts: dict[str, HostFacts]  # inventory hosts a VM runs on, facts from files or model:/uarch:/level:
+    unreadable_hosts: dict[str, str]  # inventory host -> why the hook cannot know its facts (a URI)
+    broken_hosts: dict[str, str]  # inventory host -> why its facts file was refused (one line)
     snapshot: HostFacts | None  # this host, from config host_facts; None when the file is missing
     snapshot_version: FileVersion | None
     inputs: tuple[str, ...] = field(default=())  # every file and directory this was built from
@@ -132,16 +133,27 @@ def build_context(config_path: Path) -> HookContext:
 
     inventory = read_inventory(policies_dir)
     vm_hosts = {name: vm.host for name, vm in inventory.vms.items() if vm.host}
+    # Only where a VM runs can matter (the live rule for a host-passthrough or host-model guest,
+    # decision.source_host); a host file that cannot be read fails the decisions that need it,
+    # and is a warning for every other one, never a failure of them all.
     hosts: dict[str, HostFacts] = {}
     unreadable: dict[str, str] = {}
-    for name, entry in inventory.hosts.items():
+    broken: dict[str, str] = {}
+    for name in sorted(set(vm_hosts.values())):
+        entry = inventory.hosts[name]
         if is_uri(entry.source) or entry.source == "local":
             # Never dial libvirt from the hook: the daemon waits on it (https://libvirt.org/hooks.html).
             unreadable[name] = f"its facts come from {entry.source}, which the hook never contacts"
             continue
-        if ":" not in entry.source:
+        is_file = ":" not in entry.source
+        if is_file:
             inputs.append(entry.source)
-        hosts[name] = resolve_host(entry.source, knowledge, name=name)
+        try:
+            if is_file and config.check_permissions:
+                check_owners([entry.source])
+            hosts[name] = resolve_host(entry.source, knowledge, name=name)
+        except CpuguardError as exc:
+            broken[name] = str(exc)
 
     snapshot: HostFacts | None = None
     snapshot_version: FileVersion | None = None
@@ -152,7 +164,8 @@ def build_context(config_path: Path) -> HookContext:
         snapshot_version = file_version(config.host_facts, data)
 
     trusted += [i for i in inputs if i.startswith(str(policies_dir)) or i == str(config.host_facts)]
-    trusted += [entry.source for entry in inventory.hosts.values() if entry.source in inputs]
+    host_files = {inventory.hosts[name].source for name in (*hosts, *broken)}
+    trusted = [t for t in trusted if t not in host_files]  # checked one by one above
     if config.check_permissions:
         check_owners(trusted)
     inputs += loaded_package_files()
@@ -165,6 +178,7 @@ def build_context(config_path: Path) -> HookContext:
         vm_hosts=vm_hosts,
         inventory_hosts=hosts,
         unreadable_hosts=unreadable,
+        broken_hosts=broken,
         snapshot=snapshot,
         snapshot_version=snapshot_version,
         inputs=tuple(dict.fromkeys(inputs)),

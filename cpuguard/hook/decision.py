@@ -15,6 +15,7 @@ from typing import Any
 
 from cpuguard import __version__
 from cpuguard.config import DEFAULT_ON_ERROR
+from cpuguard.errors import BadInput
 from cpuguard.hook.context import FileVersion, HookContext
 from cpuguard.hook.hostfacts import LocalHost
 from cpuguard.records import HostFacts, Missing, Move, Outcome, Verdict
@@ -103,7 +104,17 @@ def source_host(event: Event, cpu_mode: str, context: HookContext) -> tuple[Host
         return None, f"the inventory does not say where {event.vm} runs"
     if where in context.unreadable_hosts:
         return None, f"{event.vm} runs on {where} (inventory), but {context.unreadable_hosts[where]}"
+    if where in context.broken_hosts:
+        # The live rule needs this host's facts: deciding without them could allow what the guest cannot
+        # run, so cpuguard cannot decide (on_error).
+        problem = context.broken_hosts[where]
+        raise BadInput(None, f"{event.vm} runs on {where} (inventory), whose facts cannot be used: {problem}")
     return context.inventory_hosts.get(where), None
+
+
+def inventory_warnings(context: HookContext) -> list[str]:
+    """Inventory host files that could not be read (a decision that needs one fails in source_host)."""
+    return [f"inventory host {name} ignored (not needed here): {p}" for name, p in sorted(context.broken_hosts.items())]
 
 
 def decide_event(event: Event, domain_xml: bytes, context: HookContext, local: LocalHost, now: datetime) -> HookResult:
@@ -130,7 +141,8 @@ def decide_event(event: Event, domain_xml: bytes, context: HookContext, local: L
             warnings=(*verdict.warnings, "config mode is warn: allowed, but the guest may fail"),
         )
     verdict = replace(verdict, notes=tuple(notes))
-    message = _message(verdict, local)
+    inventory = inventory_warnings(context)
+    message = _message(verdict, local, inventory)
     record = base_record(event, verdict.host, now, str(context.config.path) if context.config.path else None)
     record.update(
         verdict=verdict.outcome.value,
@@ -139,7 +151,7 @@ def decide_event(event: Event, domain_xml: bytes, context: HookContext, local: L
         missing=_missing(verdict.missing),
         forbidden_present=_missing(verdict.forbidden_present),
         problems=list(verdict.problems),
-        warnings=[*local.warnings, *verdict.warnings],
+        warnings=[*local.warnings, *inventory, *verdict.warnings],
         notes=list(verdict.notes),
         message=message,
         policy=_version(context.policy_versions.get(event.vm)),
@@ -155,11 +167,11 @@ def _snapshot_record(local: LocalHost) -> dict[str, Any]:
     return {**(_version(local.version) or {}), "captured_at": captured, "stale": local.stale}
 
 
-def _message(verdict: Verdict, local: LocalHost) -> str:
+def _message(verdict: Verdict, local: LocalHost, inventory: list[str]) -> str:
     """The one line libvirt hands back to whoever asked for the move (empty for a quiet allow)."""
     from cpuguard.render.verdict_text import one_line
 
-    extra = [*local.warnings, *verdict.warnings, *(f"note: {n}" for n in verdict.notes)]
+    extra = [*local.warnings, *inventory, *verdict.warnings, *(f"note: {n}" for n in verdict.notes)]
     if verdict.outcome is Outcome.ALLOW and not extra:
         return ""
     line = one_line(verdict)

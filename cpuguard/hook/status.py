@@ -80,6 +80,13 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, config_path: Path | None = None)
     where = config_path if config.path else f"{config_path} (absent: defaults)"
     detail = f"{where}: mode {config.mode}, {len(context.policies)} VM policies in {config.policies}"
     checks.append(Check("config", True, detail))
+    if context.broken_hosts:
+        problems = "; ".join(f"{name}: {problem}" for name, problem in sorted(context.broken_hosts.items()))
+        detail = (
+            f"host facts that cannot be used: {problems} (a live move of a host-passthrough or host-model guest "
+            "running there follows on_error; other decisions warn)"
+        )
+        checks.append(Check("inventory", False, detail))
     # The shim keeps on_error and audit_log for when the config cannot be read: they must agree.
     exits = {"block": "1", "allow": "0"}
     expected = {f"on_error_{op}": exits[action] for op, action in config.on_error.items()}

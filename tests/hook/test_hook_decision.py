@@ -164,3 +164,45 @@ def test_error_result_defaults_block_live_moves_and_allow_starts() -> None:
     )
     assert (start.record["verdict"], start.record["decision"], start.record["error"]) == ("error", "allow", "boom")
     assert start.record["time"] == "2026-01-02T03:04:05.000+00:00"
+
+
+def test_a_broken_host_file_fails_only_the_decisions_that_need_it(site: HookSite) -> None:
+    """web01 runs on mid-node (inventory); mid-node's capabilities file is cut off."""
+    hosts = site.policies / "hosts" / "mid-node.xml"
+    hosts.write_text(hosts.read_text()[:200])
+    warning = f"inventory host mid-node ignored (not needed here): {hosts}: malformed XML:"
+
+    # a VM on another host, and web01 where the live rule does not need mid-node's facts: decided, and warned
+    db01 = site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    assert db01.exit_code == 1
+    assert db01.stderr.startswith("cpuguard: BLOCK db01 on old-node (live): missing abm, avx")
+    assert f"; {warning}" in db01.stderr
+    pbx01 = site.hook("pbx01", "migrate", passthrough_xml("pbx01"))
+    assert "(the running guest sees it now (host-passthrough on new-node))" in pbx01.stderr
+    web01_model = site.hook("web01", "migrate", model_xml("web01", "Westmere"))
+    assert web01_model.exit_code == 0
+    assert web01_model.stderr.startswith(f"cpuguard: ALLOW web01 on old-node (live); {warning}")
+    web01_cold = site.hook("web01", "prepare", passthrough_xml("web01"))
+    assert web01_cold.exit_code == 0
+
+    # a live move of a host-passthrough guest running on mid-node needs its facts: on_error
+    web01_live = site.hook("web01", "migrate", passthrough_xml("web01"))
+    assert web01_live.exit_code == 1
+    assert web01_live.stderr.startswith(
+        f"cpuguard: ERROR web01 on old-node (live): could not decide: web01 runs on mid-node (inventory), "
+        f"whose facts cannot be used: {hosts}: malformed XML:"
+    )
+    records = site.records()
+    assert [r["verdict"] for r in records] == ["block", "block", "allow", "allow", "error"]
+    assert all(any(w.startswith(warning) for w in r["warnings"]) for r in records[:4])
+
+
+def test_hosts_no_vm_runs_on_are_not_read(site: HookSite) -> None:
+    inventory = site.policies / "inventory.yaml"
+    inventory.write_text(
+        inventory.read_text().replace("hosts:\n", "hosts:\n  spare: {facts: hosts/absent.xml}\n", 1)
+    )
+    run = site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    assert run.exit_code == 1
+    assert "spare" not in run.stderr
+    assert site.records()[0]["warnings"] == []

@@ -217,3 +217,12 @@ def test_status_notices_a_shim_older_than_the_config(hooks: Path, site: HookSite
     )
     install(hooks, site.config, site.cache_dir, snapshot=westmere)
     assert "shim" not in {c.name for c in status(hooks)}
+
+
+def test_status_names_a_broken_inventory_host(hooks: Path, site: HookSite) -> None:
+    install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    hosts = site.policies / "hosts" / "mid-node.xml"
+    hosts.write_text("<capabilities>")
+    check = {c.name: c for c in status(hooks)}["inventory"]
+    assert not check.ok
+    assert check.detail.startswith(f"host facts that cannot be used: mid-node: {hosts}: malformed XML:")
