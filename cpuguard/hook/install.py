@@ -54,6 +54,11 @@ class Report:
     needs_reload: bool = False
 
 
+def absolute(path: Path) -> Path:
+    """``path`` from the current directory, without resolving symbolic links (the trust check follows them)."""
+    return Path(os.path.abspath(path))
+
+
 def hook_path(hooks_dir: Path) -> Path:
     return hooks_dir / HOOK_NAME
 
@@ -61,7 +66,7 @@ def hook_path(hooks_dir: Path) -> Path:
 def shim_settings(config_path: Path, config: Config, cache_dir: Path, socket: str) -> dict[str, str]:
     exit_for = {"block": "1", "allow": "0"}
     return {
-        "python": sys.executable,
+        "python": os.path.abspath(sys.executable),
         "python_path": os.pathsep.join(shim.python_path()),
         "config": str(config_path),
         "cache_dir": str(cache_dir),
@@ -107,6 +112,9 @@ def install(
     """
     from cpuguard.hosts.snapshot import write_snapshot
 
+    # libvirt runs hooks with / as the working directory: every path the shim keeps must be absolute.
+    hooks_dir, config_path, cache_dir = (absolute(p) for p in (hooks_dir, config_path, cache_dir))
+    socket = str(absolute(Path(socket))) if socket else ""
     report = Report()
     target = hook_path(hooks_dir)
     existing = _read_if_exists(target)

@@ -31,7 +31,10 @@ def python_path() -> list[str]:
     import cpuguard
 
     entries = [str(Path(cpuguard.__file__).resolve().parent.parent)]
-    entries += [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+    # absolute: libvirt runs the hook from /
+    entries += [
+        os.path.abspath(p) for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)
+    ]
     return list(dict.fromkeys(entries))
 
 

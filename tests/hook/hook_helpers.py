@@ -110,9 +110,15 @@ def run_shim(shim: Path, vm: str, operation: str, xml: bytes, sub: str = "begin"
     return Run(done.returncode, done.stderr.decode(), done.stdout.decode())
 
 
-def run_cpuguard(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cpuguard(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m cpuguard ARGS`` in a subprocess, as a user runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CPUGUARD_")}
     return subprocess.run(
-        [sys.executable, "-m", "cpuguard", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "cpuguard", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=cwd,
     )

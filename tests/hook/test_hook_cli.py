@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hook_helpers import DOMAINS, HookSite, run_cpuguard
+from hook_helpers import DOMAINS, HookSite, run_cpuguard, run_shim
 
 from cpuguard.errors import BadInput
+from cpuguard.hook import shim
 from cpuguard.hook.cli import parse_since
 
 
@@ -96,3 +97,28 @@ def test_parse_since() -> None:
     assert parse_since("2026-04-01", now) == datetime(2026, 4, 1, tzinfo=UTC)
     with pytest.raises(BadInput, match="neither an ISO time nor an age"):
         parse_since("yesterday", now)
+
+
+def test_hook_install_makes_relative_paths_absolute(site: HookSite, tmp_path: Path) -> None:
+    """libvirt runs the hook from /: a relative --config would name another file there."""
+    work = tmp_path / "work"
+    (work / "h" / "etc").mkdir(parents=True)
+    site.config.rename(work / "h" / "etc" / "config.yaml")
+    site.policies.rename(work / "h" / "etc" / "policies")
+    site.snapshot.rename(work / "h" / "etc" / "host.json")
+    args = ["--hooks-dir", "h/qemu.d", "--config", "h/etc/config.yaml", "--cache-dir", "h/cache", "--socket", "h/s"]
+    done = run_cpuguard("hook", "install", *args, cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"installed {work / 'h' / 'qemu.d' / 'cpuguard'}\n")
+    shim_file = work / "h" / "qemu.d" / "cpuguard"
+    settings = shim.read_settings(shim_file.read_text())
+    assert settings["config"] == str(work / "h" / "etc" / "config.yaml")
+    assert settings["cache_dir"] == str(work / "h" / "cache")
+    assert settings["socket"] == str(work / "h" / "s")
+    assert settings["audit_log"] == str(work / "h" / "etc" / "audit.jsonl")
+    for name in ("python", "config", "cache_dir", "socket", "audit_log"):
+        assert settings[name].startswith("/"), name
+    assert all(entry.startswith("/") for entry in settings["python_path"].split(":"))
+    run = run_shim(shim_file, "db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    assert run.stderr.startswith("cpuguard: BLOCK db01 on old-node (live)")
+    assert (work / "h" / "etc" / "audit.jsonl").exists()
