@@ -78,7 +78,7 @@ GOOD = {"path": "/usr/sbin/asterisk", "required": [{"feature": "avx2", "instruct
         ),
         (
             {**GOOD, "required": [{"feature": "avx2", "instructions": -1}]},
-            "binaries[0].required[0].instructions: expected a count (integer >= 0), got int",
+            "binaries[0].required[0].instructions: expected a count (integer >= 0), got -1",
         ),
         (
             {**GOOD, "required": [{"feature": "avx2", "instructions": True}]},

@@ -75,4 +75,5 @@ def test_merged_scan_results_drive_check(corpus: dict[str, Built], tmp_path: Pat
     again = run_cpuguard("scan", "--no-cache", "--merge-into", str(policies / "vms" / "pbx01.yaml"), str(binary))
     assert again.returncode == 0
     section = yaml.safe_load((policies / "vms" / "pbx01.yaml").read_text())["binaries"]
-    assert [entry["path"] for entry in section] == [str(binary)]  # replaced, not duplicated
+    # the example's /usr/sbin/asterisk entry stays; the new binary's entry is replaced, not duplicated
+    assert [entry["path"] for entry in section] == ["/usr/sbin/asterisk", str(binary)]
