@@ -1,6 +1,6 @@
 """Benchmark: the libvirt hook's decision time next to ``virsh hypervisor-cpu-compare``.
 
-Runs the installed shim (hooks/qemu) the way libvirt does -- minimal
+Runs the installed shim (cpuguard hook install) the way libvirt does -- minimal
 environment, cwd /, the domain XML on stdin, ``migrate begin`` -- and, in the
 same loop, ``virsh hypervisor-cpu-compare`` of the same domain's CPU against a
 running libvirt daemon. Reports median, 90th percentile and minimum wall

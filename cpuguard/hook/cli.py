@@ -44,7 +44,7 @@ def hook_run(
 ) -> None:
     """Decide as libvirt's hook would: VM OPERATION SUB-OPERATION, the domain XML on stdin.
 
-    Exit 1 blocks. What libvirt's hook runs (hooks/qemu) calls the same code
+    Exit 1 blocks. The shim libvirt runs calls the same code
     without click, for speed.
     """
     from cpuguard.hook.entry import main

@@ -1,4 +1,4 @@
-"""The hook's entry point: what ``hooks/qemu`` runs, and what ``cpuguard hook run`` calls.
+"""The hook's entry point: what the installed shim runs, and what ``cpuguard hook run`` calls.
 
 libvirt waits for the hook on every VM start and incoming migration, so
 this path imports only what a decision needs (no click; no PyYAML while the

@@ -104,11 +104,13 @@ def install(
     *,
     socket: str = DEFAULT_SOCKET,
     snapshot: Callable[[str | None], HostFacts] = local_snapshot,
-    template: str | None = None,
+    template: Path | None = None,
 ) -> Report:
     """Install the shim, and a config and a first host snapshot where there are none.
 
-    ``socket`` is where the shim asks ``cpuguard hook serve`` ("" for never).
+    ``socket`` is where the shim asks ``cpuguard hook serve`` ("" for never);
+    ``template`` the shim template (default: the one installed with cpuguard).
+    Everything that can refuse the installation is checked before anything is written.
     """
     from cpuguard.hosts.snapshot import write_snapshot
 
@@ -120,11 +122,15 @@ def install(
     existing = _read_if_exists(target)
     if existing is not None and not shim.is_ours(existing):
         raise BadInput(target, "exists and is not cpuguard's hook; not touching it (move it, or install elsewhere)")
+    if hooks_dir.exists() and not hooks_dir.is_dir():
+        raise BadInput(hooks_dir, "is not a directory")
+    template_text = shim.read_template(template)
+    config = read_config(config_path, required=True) if config_path.exists() else None
 
-    if not config_path.exists():
+    if config is None:
         write_default_config(config_path)
         report.done.append(f"wrote {config_path} (defaults; see docs/config.md)")
-    config = read_config(config_path, required=True)
+        config = read_config(config_path, required=True)
 
     if not config.host_facts.exists():
         facts = snapshot(config.host_name)
@@ -134,7 +140,7 @@ def install(
             "(refresh it when hardware, microcode or kernel options change: docs/hook.md)"
         )
 
-    text = shim.render(shim_settings(config_path, config, cache_dir, socket), template)
+    text = shim.render(shim_settings(config_path, config, cache_dir, socket), template_text)
     if existing == text and os.access(target, os.X_OK):
         report.done.append(f"{target} is up to date")
         return report

@@ -1,7 +1,9 @@
-"""The shim libvirt runs (``hooks/qemu``): fill in its settings, read them back.
+"""The shim libvirt runs: fill in its settings, read them back.
 
-The template's settings are ``name=@NAME@`` lines; everything else in it is
-copied as is. The marker line tells cpuguard's hook from another tool's.
+The template is package data (``qemu-shim.sh`` next to this module, so that
+``pip install .`` ships it; the source tree's ``hooks/qemu`` links to it).
+Its settings are ``name=@NAME@`` lines; everything else in it is copied as
+is. The marker line tells cpuguard's hook from another tool's.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ SETTINGS = (
 )  # fmt: skip
 
 
+TEMPLATE_NAME = "qemu-shim.sh"
+
+
 def template_path() -> Path:
-    """hooks/qemu of the cpuguard source tree this package runs from."""
-    return Path(__file__).resolve().parents[2] / "hooks" / "qemu"
+    """The shim template installed with this package."""
+    return Path(__file__).with_name(TEMPLATE_NAME)
 
 
 def python_path() -> list[str]:
@@ -38,27 +43,41 @@ def python_path() -> list[str]:
     return list(dict.fromkeys(entries))
 
 
+def _placeholder(name: str) -> str:
+    return f"{name}=@{name.upper()}@"
+
+
 def render(settings: Mapping[str, str], template: str | None = None) -> str:
     text = template if template is not None else read_template()
     missing = [name for name in SETTINGS if name not in settings]
     if missing:
         raise ValueError(f"shim settings missing: {', '.join(missing)}")
+    check_template(text)
     for name in SETTINGS:
-        placeholder = f"{name}=@{name.upper()}@"
-        if placeholder not in text:
-            raise BadInput(template_path(), f"not a cpuguard shim template: no {placeholder} line")
-        text = text.replace(placeholder, f"{name}={shlex.quote(settings[name])}")
+        text = text.replace(_placeholder(name), f"{name}={shlex.quote(settings[name])}")
     return text
 
 
+def check_template(text: str, path: Path | None = None) -> None:
+    """Refuse a template without the marker line or a setting's placeholder line."""
+    where = path or template_path()
+    if MARKER not in text.splitlines():
+        raise BadInput(where, "not a cpuguard shim template (marker line missing)")
+    for name in SETTINGS:
+        if _placeholder(name) not in text:
+            raise BadInput(where, f"not a cpuguard shim template: no {_placeholder(name)} line")
+
+
 def read_template(path: Path | None = None) -> str:
+    """The template's text, checked (:func:`check_template`)."""
     path = path or template_path()
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise BadInput(path, f"cannot read the hook shim template: {exc.strerror or exc}") from None
-    if MARKER not in text.splitlines():
-        raise BadInput(path, "not a cpuguard shim template (marker line missing)")
+        raise BadInput(
+            path, f"cannot read the hook shim template: {exc.strerror or exc} (reinstall cpuguard)"
+        ) from None
+    check_template(text, path)
     return text
 
 

@@ -199,9 +199,7 @@ def test_a_broken_host_file_fails_only_the_decisions_that_need_it(site: HookSite
 
 def test_hosts_no_vm_runs_on_are_not_read(site: HookSite) -> None:
     inventory = site.policies / "inventory.yaml"
-    inventory.write_text(
-        inventory.read_text().replace("hosts:\n", "hosts:\n  spare: {facts: hosts/absent.xml}\n", 1)
-    )
+    inventory.write_text(inventory.read_text().replace("hosts:\n", "hosts:\n  spare: {facts: hosts/absent.xml}\n", 1))
     run = site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
     assert run.exit_code == 1
     assert "spare" not in run.stderr

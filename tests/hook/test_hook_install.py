@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
 import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -37,12 +40,38 @@ def hooks(tmp_path: Path) -> Path:
     return root / "qemu.d"
 
 
-def test_template_is_the_shim_in_the_repository() -> None:
-    assert shim.template_path() == ROOT / "hooks" / "qemu"
+def test_template_is_package_data_and_hooks_qemu_links_to_it() -> None:
+    assert shim.template_path() == ROOT / "cpuguard" / "hook" / "qemu-shim.sh"
+    link = ROOT / "hooks" / "qemu"
+    assert link.is_symlink()
+    assert os.readlink(link) == "../cpuguard/hook/qemu-shim.sh"  # relative: works in any clone
+    assert link.resolve() == shim.template_path()
     text = shim.read_template()
     assert text.startswith("#!/bin/sh\n")
     assert len(text.splitlines()) < 50  # a shim, not a program
     subprocess.run(["sh", "-n", str(shim.template_path())], check=True)
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    relative = shim.template_path().relative_to(ROOT / "cpuguard").as_posix()
+    assert any(fnmatch.fnmatch(relative, pattern) for pattern in package_data["cpuguard"])
+
+
+def test_install_checks_everything_before_writing_anything(hooks: Path, tmp_path: Path) -> None:
+    config = tmp_path / "cpuguard" / "config.yaml"
+    with pytest.raises(BadInput, match="cannot read the hook shim template: No such file or directory"):
+        install(hooks, config, tmp_path / "cache", snapshot=westmere, template=tmp_path / "absent")
+    broken = tmp_path / "broken-template"
+    broken.write_text(shim.read_template().replace("config=@CONFIG@\n", ""))
+    with pytest.raises(BadInput, match="not a cpuguard shim template: no config=@CONFIG@ line"):
+        install(hooks, config, tmp_path / "cache", snapshot=westmere, template=broken)
+    assert not config.parent.exists()
+    assert not hook_path(hooks).exists()
+
+    config.parent.mkdir()
+    config.write_text("mode: sometimes\n")
+    with pytest.raises(BadInput, match="mode: 'sometimes' is not one of enforce, warn"):
+        install(hooks, config, tmp_path / "cache", snapshot=westmere)
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.yaml"]  # no snapshot taken
+    assert not hook_path(hooks).exists()
 
 
 def test_render_fills_every_setting_and_quotes_it() -> None:
@@ -226,3 +255,51 @@ def test_status_names_a_broken_inventory_host(hooks: Path, site: HookSite) -> No
     check = {c.name: c for c in status(hooks)}["inventory"]
     assert not check.ok
     assert check.detail.startswith(f"host facts that cannot be used: mid-node: {hosts}: malformed XML:")
+
+
+def test_hook_install_works_from_a_wheel(hooks: Path, site: HookSite, tmp_path: Path) -> None:
+    """What ``pip install .`` (not editable) puts on a machine: only the package, no source tree."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "cpuguard", source / "cpuguard", ignore=shutil.ignore_patterns("__pycache__"))
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if built.returncode != 0:
+        # building needs setuptools >= 77 from pip's cache or the package index
+        reason = f"cannot build a wheel: {built.stderr.strip().splitlines()[-1:]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    (wheel,) = wheels.glob("cpuguard-*.whl")
+    target = tmp_path / "installed"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    assert (target / "cpuguard" / "hook" / "qemu-shim.sh").is_file()
+    dependencies = [p for p in sys.path if p.endswith("site-packages")]
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join([str(target), *dependencies])}
+    args = ["--hooks-dir", str(hooks), "--config", str(site.config), "--cache-dir", str(site.cache_dir), "--socket", ""]
+    done = subprocess.run(
+        [sys.executable, "-m", "cpuguard", "hook", "install", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"installed {hook_path(hooks)}\n")
+    settings = shim.read_settings(hook_path(hooks).read_text())
+    assert settings["python_path"].split(":")[0] == str(target)
+    run = run_shim(hook_path(hooks), "db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    assert run.stderr.startswith("cpuguard: BLOCK db01 on old-node (live)")
