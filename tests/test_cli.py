@@ -252,3 +252,18 @@ def test_usage_errors_are_one_line(args: tuple[str, ...]) -> None:
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith("cpuguard: ")
+
+
+def test_a_uri_without_libvirt_python_says_how_to_install_it() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['libvirt'] = None\n"  # as if libvirt-python were not installed
+        "from cpuguard.cli import main\n"
+        "sys.exit(main(['host', 'show', 'qemu+ssh://node3/system']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "pip install 'cpuguard[libvirt]'" in result.stderr
