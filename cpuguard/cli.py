@@ -109,7 +109,15 @@ def host() -> None:
 
 
 @host.command("snapshot")
-@click.option("--from", "source", default="local", show_default=True, help="Host SOURCE to capture.")
+@click.option(
+    "--from",
+    "sources",
+    multiple=True,
+    default=("local",),
+    show_default=True,
+    help="Host SOURCE to capture; repeat it to give several views of one host (e.g. capabilities and "
+    "domcapabilities XML): the one closest to what a guest gets wins.",
+)
 @click.option(
     "--output",
     "-o",
@@ -118,17 +126,18 @@ def host() -> None:
     help="Write here (atomically) instead of standard output.",
 )
 @click.option("--name", default=None, help="Host name recorded in the snapshot.")
-def host_snapshot(source: str, output: Path | None, name: str | None) -> None:
+def host_snapshot(sources: tuple[str, ...], output: Path | None, name: str | None) -> None:
     """Capture host facts into a snapshot file (what the hook reads)."""
     from dataclasses import replace
     from datetime import UTC, datetime
 
     from cpuguard.hosts.snapshot import snapshot_to_dict, write_snapshot
-    from cpuguard.hosts.sources import resolve_host
+    from cpuguard.hosts.sources import preferred, resolve_host
     from cpuguard.knowledge import load_knowledge
     from cpuguard.render.jsonout import render_json
 
-    facts = resolve_host(source, load_knowledge(), name=name or "")
+    knowledge = load_knowledge()
+    facts = preferred([resolve_host(source, knowledge, name=name or "") for source in sources])
     facts = replace(
         facts,
         name=name or facts.name,

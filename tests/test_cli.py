@@ -267,3 +267,16 @@ def test_a_uri_without_libvirt_python_says_how_to_install_it() -> None:
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1
     assert "pip install 'cpuguard[libvirt]'" in result.stderr
+
+
+def test_snapshot_prefers_domcapabilities_when_both_are_given(tmp_path: Path) -> None:
+    data = ROOT / "tests" / "data"
+    caps = data / "linux-debian12-sapphirerapids-capabilities.xml"
+    domcaps = data / "linux-debian12-sapphirerapids-domcapabilities-kvm.xml"
+    out = tmp_path / "snap.json"
+    for order in ((caps, domcaps), (domcaps, caps)):
+        made = run_cpuguard("host", "snapshot", "--from", str(order[0]), "--from", str(order[1]), "-o", str(out))
+        assert made.returncode == 0, made.stderr
+        snapshot = json.loads(out.read_text())
+        assert snapshot["source"] == f"domcapabilities:{domcaps}"
+        assert snapshot["notes"] == [f"preferred over capabilities:{caps}"]

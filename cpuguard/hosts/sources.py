@@ -107,6 +107,23 @@ def local_host(knowledge: Knowledge, *, name: str = "", cpuinfo: Path = PROC_CPU
         return as_kvm_host(replace(facts, notes=(*facts.notes, note)), knowledge)
 
 
+#: Which view of a host is closest to what a guest really gets, best first.
+_PREFERENCE = ("domcapabilities", "snapshot", "capabilities", "cpuinfo", "model", "uarch", "level")
+
+
+def preferred(views: list[HostFacts]) -> HostFacts:
+    """Of several views of one host, the one closest to what a guest gets (domcapabilities'
+    host-model first), noting the others."""
+    if not views:
+        raise BadInput(None, "no host source given")
+    ranked = sorted(views, key=lambda f: _PREFERENCE.index(f.kind) if f.kind in _PREFERENCE else len(_PREFERENCE))
+    best, others = ranked[0], ranked[1:]
+    if not others:
+        return best
+    note = "preferred over " + ", ".join(o.source for o in others)
+    return replace(best, notes=(*best.notes, note))
+
+
 def resolve_host(source: str, knowledge: Knowledge, *, name: str = "") -> HostFacts:
     kind, sep, rest = source.partition(":")
     if sep and not is_uri(source):
