@@ -31,7 +31,8 @@ from cpuguard.hosts.sources import host_from_hypervisor
 from cpuguard.inventory import INVENTORY_NAME
 from cpuguard.knowledge import Knowledge
 from cpuguard.planning.concurrency import JobResult, run_all
-from cpuguard.planning.load import COLLECT_REPORT, Connector
+from cpuguard.planning.inventory_file import COLLECT_REPORT
+from cpuguard.planning.load import Connector
 from cpuguard.planning.records import Problem
 from cpuguard.records import HostFacts
 
