@@ -334,18 +334,12 @@ def collect_cmd(
 
     from cpuguard.knowledge import load_knowledge
     from cpuguard.libvirt_api import connect
-    from cpuguard.planning.collect import Target, collect, parse_target
+    from cpuguard.planning.collect import collect, inventory_targets, parse_target
     from cpuguard.planning.concurrency import JobResult
 
     chosen = [parse_target(t) for t in targets]
     if source_inventory is not None:
-        from cpuguard.planning import yamlread
-
-        raw = yamlread.read(source_inventory)
-        hosts = raw.get("hosts") if isinstance(raw, dict) else None
-        for name, entry in (hosts or {}).items():
-            if isinstance(entry, dict) and isinstance(entry.get("uri"), str):
-                chosen.append(Target(str(name), entry["uri"]))
+        chosen += inventory_targets(source_inventory)
     if not chosen:
         raise click.UsageError("no hosts to collect: give [NAME=]URI arguments or --from-inventory")
     knowledge = load_knowledge()  # before the threads start: loading is not thread-safe work to repeat

@@ -74,6 +74,21 @@ def parse_target(spec: str) -> Target:
     return Target(name, uri)
 
 
+def inventory_targets(path: Path) -> list[Target]:
+    """The hosts an inventory gives as libvirt URIs (``hosts: NAME: {uri: ...}``). The file
+    must be a valid inventory; its host names become file names, so they must be safe."""
+    from cpuguard.planning.inventory_file import uri_hosts
+
+    targets = []
+    for name, uri in uri_hosts(path):
+        if "://" not in uri:
+            raise BadInput(path, f"hosts.{name}.uri: {uri!r} is not a libvirt URI (e.g. qemu+ssh://node3/system)")
+        if not SAFE_NAME.fullmatch(name):
+            raise BadInput(path, f"hosts.{name}: host name not usable as a file name")
+        targets.append(Target(name, uri))
+    return targets
+
+
 def collect_host(target: Target, knowledge: Knowledge, connector: Connector) -> Collected:
     with connector(target.uri) as hv:
         facts = host_from_hypervisor(hv, knowledge, name=target.name)

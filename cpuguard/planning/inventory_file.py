@@ -155,3 +155,22 @@ def collect_problems(inventory: Path) -> list[Problem]:
         return [Problem(p["kind"], p["name"], p["message"], tuple(p.get("hosts", ()))) for p in raw["problems"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [Problem("inventory", str(report), f"{report}: unreadable collect report ({exc})")]
+
+
+def uri_hosts(path: Path) -> list[tuple[str, str]]:
+    """(name, URI) of every host ``path`` gives as ``uri:``, for ``inventory collect``.
+
+    Unlike a plan, collection reads nothing else from the file, so any problem
+    in it is refused at once, in one line: the whole file must be valid."""
+    raw = yamlread.read(path)
+    duplicate = yamlread.first_duplicate(raw)
+    if duplicate is not None:
+        key, line = duplicate
+        raise BadInput(path, f"invalid YAML: duplicate key {key!r}{f' (line {line})' if line else ''}")
+    validate(raw, load_schema("inventory"), path)
+    result = []
+    for key, entry in (raw.get("hosts") or {}).items():
+        host_entry(str(key), entry, path)  # exactly one of facts, uri, source
+        if "uri" in entry:
+            result.append((str(key), str(entry["uri"])))
+    return result

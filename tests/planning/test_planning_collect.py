@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import EXAMPLE_POLICIES, run_cpuguard
@@ -101,3 +102,50 @@ def test_collect_usage_errors(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "not a libvirt URI" in bad.stderr
     named = run_cpuguard("inventory", "collect", "-o", str(tmp_path / "x"), "a=test:///default", "a=test:///default")
     assert named.returncode == 2 and "host name 'a' given twice" in named.stderr
+
+
+def test_collect_the_uri_hosts_of_an_inventory(tmp_path: Path) -> None:
+    n1 = node(tmp_path, "n1", {"app01": True}).partition("=")[2]
+    source = tmp_path / "fleet.yaml"
+    source.write_text(
+        f"hosts:\n  n1: {{uri: '{n1}', cluster: main}}\n  old-node: {{facts: old-node.xml}}\n"
+        "vms:\n  app01: {host: n1}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "inventory"
+    result = run_cpuguard("inventory", "collect", "-o", str(out), "--from-inventory", str(source))
+    assert result.returncode == 0, result.stderr
+    assert "collected 1 of 1 hosts into" in result.stderr  # facts: hosts are not libvirt hosts
+    assert yaml.safe_load((out / "inventory.yaml").read_text())["hosts"] == {"n1": {"facts": "hosts/n1.json"}}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("hosts:\n  n1: {uri: 5}\n", "hosts.n1.uri: expected string, got integer"),
+        ("hosts:\n  n1: {url: 'test:///default'}\n", "hosts.n1: unknown key 'url'; did you mean 'uri'?"),
+        ("host:\n  n1: {uri: 'test:///default'}\n", "top level: unknown key 'host'; did you mean 'hosts'?"),
+        ("hosts: [n1]\n", "hosts: expected object, got array"),
+        ("- n1\n", "top level: expected object, got array"),
+        ("vms:\n  app01: {host: [n1]}\n", "vms.app01.host: expected string, got array"),
+        (
+            "hosts:\n  n1: {uri: 'test:///default', facts: n1.json}\n",
+            "hosts.n1: give exactly one of facts, uri, source",
+        ),
+        (
+            "hosts:\n  n1: {uri: 'test:///default'}\n  n1: {uri: 'test:///default'}\n",
+            "invalid YAML: duplicate key 'n1' (line 3)",
+        ),
+        ("hosts:\n  n1: {uri: node1}\n", "hosts.n1.uri: 'node1' is not a libvirt URI (e.g. qemu+ssh://node3/system)"),
+        ("hosts:\n  ../n1: {uri: 'test:///default'}\n", "hosts.../n1: host name not usable as a file name"),
+    ],
+)
+def test_collect_refuses_an_invalid_inventory_in_one_line(tmp_path: Path, text: str, problem: str) -> None:
+    source = tmp_path / "fleet.yaml"
+    source.write_text(text, encoding="utf-8")
+    out = tmp_path / "inventory"
+    result = run_cpuguard("inventory", "collect", "-o", str(out), "--from-inventory", str(source))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == f"cpuguard: error: {source}: {problem}\n"
+    assert not out.exists()  # refused before anything is written

@@ -8,7 +8,7 @@ import pytest
 
 from cpuguard.errors import BadInput
 from cpuguard.inventory import read_inventory
-from cpuguard.planning.inventory_file import document_problems, host_entries, read_document, vm_entries
+from cpuguard.planning.inventory_file import document_problems, host_entries, read_document, uri_hosts, vm_entries
 from cpuguard.planning.records import Problem
 from tests.conftest import EXAMPLE_POLICIES
 from tests.planning.fleetfiles import copy_example, write_inventory
@@ -49,6 +49,7 @@ def test_every_kind_of_host_source_reads_as_the_core_reads_it(tmp_path: Path) ->
     hosts, vms, problems = _planning_view(policies)
     assert problems == []
     assert hosts == core.hosts and vms == core.vms
+    assert uri_hosts(policies / "inventory.yaml") == [("node3", "qemu+ssh://node3/system")]
 
 
 def test_a_bad_entry_is_one_problem_where_the_core_refuses_the_file(tmp_path: Path) -> None:
