@@ -75,6 +75,8 @@ def hook_install(hooks_dir: Path, config: Path, cache_dir: Path, socket: str, re
     report = install(hooks_dir, config, cache_dir, socket=socket)
     for line in report.done:
         click.echo(line)
+    for warning in report.warnings:
+        click.echo(f"cpuguard: WARNING: {warning}", err=True)
     if report.needs_reload:
         if reload_:
             click.echo(reload_libvirt())

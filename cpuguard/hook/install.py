@@ -52,6 +52,7 @@ class Report:
 
     done: list[str] = field(default_factory=list)
     needs_reload: bool = False
+    warnings: list[str] = field(default_factory=list)  # loud, but not a reason to refuse
 
 
 def absolute(path: Path) -> Path:
@@ -140,7 +141,9 @@ def install(
             "(refresh it when hardware, microcode or kernel options change: docs/hook.md)"
         )
 
-    text = shim.render(shim_settings(config_path, config, cache_dir, socket), template_text)
+    settings = shim_settings(config_path, config, cache_dir, socket)
+    report.warnings += code_warnings(settings)
+    text = shim.render(settings, template_text)
     if existing == text and os.access(target, os.X_OK):
         report.done.append(f"{target} is up to date")
         return report
@@ -152,6 +155,18 @@ def install(
     else:
         report.done.append(f"updated {target}")
     return report
+
+
+def code_warnings(settings: dict[str, str]) -> list[str]:
+    """The hook runs as root: say so when others could change the code it runs (cpuguard.hook.codetrust)."""
+    from cpuguard.hook.codetrust import code_problems
+
+    entries = [e for e in settings["python_path"].split(os.pathsep) if e]
+    return [
+        f"the hook would run code others can change: {problem}; anyone who can write there can run code as root "
+        "at the next VM start (install cpuguard where only root can write)"
+        for problem in code_problems(settings["python"], entries)
+    ]
 
 
 def uninstall(hooks_dir: Path = DEFAULT_HOOKS_DIR) -> Report:

@@ -51,6 +51,24 @@ def _parse_time(text: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def code_checks(settings: dict[str, str]) -> list[Check]:
+    """The interpreter and python_path the shim runs: there, and changeable by root alone."""
+    from cpuguard.hook.codetrust import code_problems
+
+    python = settings.get("python", "")
+    entries = [e for e in settings.get("python_path", "").split(os.pathsep) if e]
+    if not python or not os.access(python, os.X_OK):
+        interpreter = Check("interpreter", False, f"{python or '(none in the shim)'} is not an executable file")
+        return [interpreter, Check("python_path", bool(entries), os.pathsep.join(entries) or "(none in the shim)")]
+    problems = code_problems(python, entries)
+    consequence = "; the hook runs it as root: install cpuguard where only root can write"
+    mine = [p.removeprefix("interpreter ") for p in problems if p.startswith("interpreter ")]
+    interpreter = Check("interpreter", not mine, mine[0] + consequence if mine else python)
+    theirs = [p.removeprefix("python_path entry ") for p in problems if not p.startswith("interpreter ")]
+    path = Check("python_path", not theirs, "; ".join(theirs) + consequence if theirs else os.pathsep.join(entries))
+    return [interpreter, path]
+
+
 def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, config_path: Path | None = None) -> list[Check]:
     checks: list[Check] = []
     target = hook_path(hooks_dir)
@@ -65,8 +83,7 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, config_path: Path | None = None)
     executable = os.access(target, os.X_OK)
     checks.append(Check("hook", executable, f"{target}" + ("" if executable else " is not executable")))
     settings = shim.read_settings(text)
-    python = settings.get("python", "")
-    checks.append(Check("interpreter", os.access(python, os.X_OK), python or "(none in the shim)"))
+    checks += code_checks(settings)
     config_path = config_path or Path(settings.get("config") or DEFAULT_CONFIG)
 
     from cpuguard.hook.context import build_context

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from hook_helpers import DOMAINS, HookSite, run_cpuguard, run_shim
 from cpuguard.errors import BadInput
 from cpuguard.hook import shim
 from cpuguard.hook.cli import parse_since
+from cpuguard.hook.codetrust import code_problems
 
 
 def test_hook_run_decides_and_keeps_stdout_empty(site: HookSite) -> None:
@@ -38,15 +41,20 @@ def test_hook_install_status_uninstall(site: HookSite, tmp_path: Path) -> None:
     status = run_cpuguard("hook", "status", *args)
     assert status.returncode == 1  # not live yet
     lines = status.stdout.splitlines()
+    # a checkout below /tmp (some CI machines) is code others could change: status says so
+    problems = code_problems(os.path.abspath(sys.executable), shim.python_path())
+    interpreter = "FAIL" if any(p.startswith("interpreter ") for p in problems) else "ok  "
+    path = "FAIL" if any(p.startswith("python_path ") for p in problems) else "ok  "
     assert [line[:17] for line in lines] == [
         "ok    hook       ",
-        "ok    interpreter",
+        f"{interpreter}  interpreter",
+        f"{path}  python_path",
         "ok    config     ",
         "ok    snapshot   ",
         "FAIL  live       ",
     ]
     as_json = json.loads(run_cpuguard("hook", "status", *args, "--format", "json").stdout)
-    assert [c["check"] for c in as_json] == ["hook", "interpreter", "config", "snapshot", "live"]
+    assert [c["check"] for c in as_json] == ["hook", "interpreter", "python_path", "config", "snapshot", "live"]
     assert run_cpuguard("hook", "uninstall", *args).stdout.startswith(f"removed {hooks / 'cpuguard'}")
 
 
