@@ -48,6 +48,10 @@ class HookTimeout(Exception):
     """The decision took longer than ``deadline_seconds``."""
 
 
+class ClientGaveUp(Exception):
+    """In ``cpuguard hook serve``: the hook stopped waiting for this answer and decides itself."""
+
+
 @dataclass(frozen=True)
 class Requester:
     """Who asked for the decision (for the audit log): the hook process and its parent."""
@@ -107,22 +111,30 @@ def parse_args(argv: Sequence[str]) -> tuple[Options, list[str]]:
 
 
 @contextmanager
-def deadline(seconds: float, started: float) -> Iterator[Callable[[float, str], None]]:
-    """Raise HookTimeout in the main thread ``seconds`` after ``started`` (time.monotonic()).
+def deadline(seconds: float, started: float, *, cap: float | None = None) -> Iterator[Callable[[float, str], None]]:
+    """Raise HookTimeout in the main thread ``seconds`` after ``started`` (time.monotonic()), or
+    ClientGaveUp at ``cap`` (a time.monotonic() value) if that comes first.
 
     Yields ``arm(seconds, source)`` to replace the limit (counted from ``started``, too).
     """
     import signal
 
     limit = (seconds, "--deadline")
+    capped = False
 
     def expired(_signum: int, _frame: object) -> None:
+        if capped:
+            raise ClientGaveUp()
         raise HookTimeout(f"no decision within {limit[0]:g} s ({limit[1]})")
 
     def arm(seconds: float, source: str) -> None:
-        nonlocal limit
+        nonlocal limit, capped
         limit = (seconds, source)
-        signal.setitimer(signal.ITIMER_REAL, max(seconds - (time.monotonic() - started), 0.001))
+        ends = started + seconds
+        capped = cap is not None and cap < ends
+        if cap is not None:
+            ends = min(ends, cap)
+        signal.setitimer(signal.ITIMER_REAL, max(ends - time.monotonic(), 0.001))
 
     previous = signal.signal(signal.SIGALRM, expired)
     arm(seconds, "--deadline")
@@ -170,15 +182,20 @@ def handle(
     nodename: str,
     now: Callable[[], datetime],
     requester: Requester,
+    started: float,
+    answer_by: float | None = None,
 ) -> tuple[HookResult, Path]:
-    """Decide, following ``on_error`` when cpuguard fails. Returns the result and the audit log path."""
+    """Decide, following ``on_error`` when cpuguard fails. Returns the result and the audit log path.
+
+    The deadline counts from ``started``, the hook's start. In the server, ``answer_by`` is when the
+    hook stops waiting: :class:`ClientGaveUp` is raised then, and nothing must be logged.
+    """
     from cpuguard.hook.decision import Event, error_result
 
-    started = time.monotonic()
     event = Event(vm, operation, libvirt_call)
     context = None
     try:
-        with deadline(options.deadline, started) as rearm:
+        with deadline(options.deadline, started, cap=answer_by) as rearm:
             from cpuguard.hook.cache import load_or_build
             from cpuguard.hook.decision import decide_event
             from cpuguard.hook.hostfacts import local_host
@@ -187,6 +204,8 @@ def handle(
             rearm(context.config.deadline_seconds, "deadline_seconds")
             local = local_host(context, nodename=nodename)
             result = decide_event(event, domain_xml, context, local, now())
+    except ClientGaveUp:
+        raise
     except Exception as exc:
         config = context.config if context is not None else readable_config(options.config)
         if config is not None:
@@ -232,8 +251,16 @@ def main(
     nodename: str | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     requester: Requester | None = None,
+    started: float | None = None,
+    answer_by: float | None = None,
 ) -> int:
-    """Run one hook call; returns the exit code (1 blocks the operation)."""
+    """Run one hook call; returns the exit code (1 blocks the operation).
+
+    ``started`` is when the hook process started (``time.monotonic()``; default: now): the deadline
+    counts from there. ``answer_by`` (the server only): when the hook stops waiting for the answer;
+    past it, nothing is logged and :data:`~cpuguard.hook.client.DECIDE_YOURSELF` is returned.
+    """
+    started = time.monotonic() if started is None else started
     err = stderr or sys.stderr
     try:
         options, words = parse_args(sys.argv[1:] if argv is None else argv)
@@ -247,16 +274,23 @@ def main(
     if operation is None:
         return 0
     domain_xml = (stdin or sys.stdin.buffer).read()
-    result, audit_log = handle(
-        vm,
-        operation,
-        f"{libvirt_op} {sub_op}",
-        domain_xml,
-        options,
-        nodename=nodename or os.uname().nodename,
-        now=now,
-        requester=requester or Requester.this_process(),
-    )
+    try:
+        result, audit_log = handle(
+            vm,
+            operation,
+            f"{libvirt_op} {sub_op}",
+            domain_xml,
+            options,
+            nodename=nodename or os.uname().nodename,
+            now=now,
+            requester=requester or Requester.this_process(),
+            started=started,
+            answer_by=answer_by,
+        )
+    except ClientGaveUp:
+        from cpuguard.hook.client import DECIDE_YOURSELF
+
+        return DECIDE_YOURSELF
     message = result.message
     try:
         from cpuguard.hook import audit

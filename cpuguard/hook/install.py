@@ -73,10 +73,16 @@ def shim_settings(config_path: Path, config: Config, cache_dir: Path, socket: st
         "cache_dir": str(cache_dir),
         "socket": socket,
         "audit_log": str(config.audit_log),
+        "deadline": deadline_text(config.deadline_seconds),
         "on_error_migrate": exit_for[config.on_error["migrate"]],
         "on_error_restore": exit_for[config.on_error["restore"]],
         "on_error_start": exit_for[config.on_error["start"]],
     }
+
+
+def deadline_text(seconds: float) -> str:
+    """deadline_seconds as the shim passes it (``--deadline``): the limit until the config is read."""
+    return f"{seconds:g}"
 
 
 def write_default_config(path: Path) -> None:

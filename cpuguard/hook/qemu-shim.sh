@@ -11,6 +11,7 @@ config=@CONFIG@
 cache_dir=@CACHE_DIR@
 socket=@SOCKET@
 audit_log=@AUDIT_LOG@
+deadline=@DEADLINE@
 # Exit codes when cpuguard cannot run at all (on_error of the config at install time).
 on_error_migrate=@ON_ERROR_MIGRATE@
 on_error_restore=@ON_ERROR_RESTORE@
@@ -38,7 +39,7 @@ except ImportError as exc:
     sys.exit(int(sys.argv[2]))
 sys.exit(main(sys.argv[3:]))
 ' "$python_path" "$on_error" --socket "$socket" --config "$config" --cache-dir "$cache_dir" \
-        --on-error-exit "$on_error" --audit-log "$audit_log" -- "$@"
+        --on-error-exit "$on_error" --audit-log "$audit_log" --deadline "$deadline" -- "$@"
 fi
 message="cpuguard: hook cannot run: $python is missing (reinstall cpuguard, then run 'cpuguard hook install')"
 echo "$message" >&2

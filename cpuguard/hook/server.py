@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from cpuguard.hook.cache import Signatures, signatures
 from cpuguard.hook.client import DECIDE_YOURSELF, PROTOCOL, mount_namespace
 from cpuguard.hook.context import loaded_package_files
 
+MAX_AGE = 120.0  # deadline_seconds' upper bound (docs/config.md)
 MAX_REQUEST = 16 * 1024 * 1024  # domain XML is a few KiB; cpuguard refuses XML above 8 MiB anyway
 
 
@@ -69,13 +71,29 @@ def handle(conn: socket.socket, namespace: str) -> None:
         fields, xml = read_request(conn)
     except (OSError, ValueError):
         return
-    if len(fields) < 4 or fields[0].encode() != PROTOCOL or fields[1] != namespace:
+    if len(fields) < 6 or fields[0].encode() != PROTOCOL or fields[1] != namespace:
         answer(conn, DECIDE_YOURSELF)
         return
+    started, answer_by = hook_times(fields[4], fields[5], time.monotonic())
     requester = Requester(int(fields[2]) if fields[2].isdigit() else 0, fields[3] or None, decided_in="server")
     err = io.StringIO()
-    code = main(fields[4:], stdin=io.BytesIO(xml), stderr=err, requester=requester)
+    code = main(
+        fields[6:], stdin=io.BytesIO(xml), stderr=err, requester=requester, started=started, answer_by=answer_by
+    )
     answer(conn, code, err.getvalue())
+
+
+def hook_times(started: str, answer_by: str, now: float) -> tuple[float, float]:
+    """When the hook started and until when it waits (time.monotonic(), one clock for every process
+    in a time namespace). Values that cannot be right (not numbers, in the future, or older than
+    any deadline) are replaced by ``now``: the server then has as long as the hook process would."""
+    try:
+        begun, until = float(started), float(answer_by)
+    except ValueError:
+        return now, now
+    if not (now - MAX_AGE <= begun <= now and begun <= until <= begun + MAX_AGE):
+        return now, now
+    return begun, until
 
 
 def peer_uid(conn: socket.socket) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 from cpuguard.config import DEFAULT_CONFIG
 from cpuguard.errors import CpuguardError
 from cpuguard.hook import shim
-from cpuguard.hook.install import DEFAULT_HOOKS_DIR, hook_path
+from cpuguard.hook.install import DEFAULT_HOOKS_DIR, deadline_text, hook_path
 
 #: Parent process names of a hook libvirt ran (``comm`` of the daemon).
 LIBVIRT_DAEMONS = ("libvirtd", "virtqemud")
@@ -104,10 +104,11 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, config_path: Path | None = None)
             "running there follows on_error; other decisions warn)"
         )
         checks.append(Check("inventory", False, detail))
-    # The shim keeps on_error and audit_log for when the config cannot be read: they must agree.
+    # The shim keeps on_error, audit_log and the deadline for before (or when) the config cannot be read.
     exits = {"block": "1", "allow": "0"}
     expected = {f"on_error_{op}": exits[action] for op, action in config.on_error.items()}
     expected["audit_log"] = str(config.audit_log)
+    expected["deadline"] = deadline_text(config.deadline_seconds)
     differing = sorted(name for name, value in expected.items() if settings.get(name) != value)
     if differing:
         detail = f"the shim's {', '.join(differing)} differ from {config_path}: run 'cpuguard hook install' again"

@@ -305,3 +305,16 @@ def test_hook_install_works_from_a_wheel(hooks: Path, site: HookSite, tmp_path: 
     assert settings["python_path"].split(":")[0] == str(target)
     run = run_shim(hook_path(hooks), "db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
     assert run.stderr.startswith("cpuguard: BLOCK db01 on old-node (live)")
+
+
+def test_the_shim_carries_the_deadline_for_before_the_config_is_read(hooks: Path, site: HookSite) -> None:
+    site.configure(deadline_seconds=2.5)
+    install(hooks, site.config, site.cache_dir, snapshot=westmere)
+    text = hook_path(hooks).read_text()
+    assert shim.read_settings(text)["deadline"] == "2.5"
+    assert '--deadline "$deadline" -- "$@"' in text
+    site.configure(deadline_seconds=4)
+    checks = {c.name: c for c in status(hooks)}
+    assert checks["shim"].detail == (
+        f"the shim's deadline differ from {site.config}: run 'cpuguard hook install' again"
+    )

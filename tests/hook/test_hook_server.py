@@ -3,6 +3,7 @@ whenever the server cannot answer for it."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -15,9 +16,11 @@ from pathlib import Path
 import pytest
 from hook_helpers import DOMAINS, HookSite, run_shim
 
-from cpuguard.hook import client
+from cpuguard.hook import cache, client
+from cpuguard.hook.context import build_context
+from cpuguard.hook.entry import main
 from cpuguard.hook.install import hook_path, install
-from cpuguard.hook.server import read_request
+from cpuguard.hook.server import hook_times, read_request
 from cpuguard.hosts.synthetic import model_host
 from cpuguard.knowledge import load_knowledge
 
@@ -133,6 +136,8 @@ def test_server_steps_aside_and_exits_when_its_code_changes(site: HookSite, tmp_
 
 def test_twenty_parallel_hooks_through_the_server(site: HookSite, server: Path, tmp_path: Path) -> None:
     shim = installed(site, tmp_path / "hooks", server)
+    # a warm context, as on a host whose configuration was not edited in the last seconds
+    assert cache.save(site.cache_dir, site.config, build_context(site.config), time.time() + 3600)
     xml = (DOMAINS / "db01.xml").read_bytes()
     procs = [
         subprocess.Popen([str(shim), f"vm{i:02d}", "migrate", "begin", "-"], stdin=subprocess.PIPE) for i in range(20)
@@ -149,14 +154,74 @@ def test_twenty_parallel_hooks_through_the_server(site: HookSite, server: Path, 
 
 def test_request_round_trip() -> None:
     args = ["--config", "/etc/cpuguard/config.yaml", "--", "vm1", "migrate", "begin", "-"]
-    data = client.encode_request(args, b"<domain/>", namespace="mnt:[1]", pid=42, caller="libvirtd")
+    data = client.encode_request(
+        args, b"<domain/>", namespace="mnt:[1]", pid=42, caller="libvirtd", started=100.25, answer_by=101.25
+    )
     left, right = socket.socketpair()
     with left, right:
         left.sendall(data)
         left.shutdown(socket.SHUT_WR)
         fields, xml = read_request(right)
-    assert fields == ["cpuguard-hook-1", "mnt:[1]", "42", "libvirtd", *args]
+    assert fields == ["cpuguard-hook-2", "mnt:[1]", "42", "libvirtd", "100.25", "101.25", *args]
     assert xml == b"<domain/>"
+
+
+def test_a_hung_server_costs_the_hook_a_second_not_its_deadline(site: HookSite, tmp_path: Path) -> None:
+    """A server that takes the connection and never answers (stopped, deadlocked)."""
+    hung = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = tmp_path / "hung.sock"
+    hung.bind(str(sock))
+    hung.listen(8)  # connections queue up, nobody accepts them
+    try:
+        shim = installed(site, tmp_path / "hooks", sock)
+        begun = time.monotonic()
+        run = run_shim(shim, "db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+        took = time.monotonic() - begun
+    finally:
+        hung.close()
+    assert run.exit_code == 1
+    assert run.stderr.startswith("cpuguard: BLOCK db01 on old-node (live)")
+    (record,) = site.records()
+    assert record["decided_in"] == "hook"
+    assert record["elapsed_ms"] >= client.SERVER_WAIT * 1000  # counted from the hook's start
+    assert took < 5  # deadline_seconds' default, which counts from the hook's start
+
+
+def test_the_hook_waits_for_the_server_a_second_at_most_and_a_quarter_of_its_deadline() -> None:
+    assert client.server_wait(["--config", "c", "--", "vm", "migrate", "begin", "-"]) == 1.0
+    assert client.server_wait(["--deadline", "0.4", "--", "vm"]) == 0.1
+    assert client.server_wait(["--deadline", "60", "--", "vm"]) == 1.0
+    assert client.server_wait(["--", "vm", "--deadline", "0.4"]) == 1.0
+    assert client.server_wait(["--deadline", "soon", "--", "vm"]) == 1.0
+
+
+def test_the_deadline_counts_from_the_hooks_start(site: HookSite) -> None:
+    """Time spent before the entry (the interpreter, waiting for a server) is part of the deadline."""
+    err = io.StringIO()
+    args = [*site.options(), "--", "db01", "migrate", "begin", "-"]
+    xml = (DOMAINS / "db01.xml").read_bytes()
+    code = main(args, stdin=io.BytesIO(xml), stderr=err, started=time.monotonic() - 10)
+    assert code == 1
+    assert "could not decide: no decision within 5 s (--deadline)" in err.getvalue()
+    assert site.records()[0]["elapsed_ms"] >= 10000
+
+
+def test_the_server_gives_up_with_the_hook_and_logs_nothing(site: HookSite) -> None:
+    """Past the moment the hook stopped waiting, the server's child answers 'decide yourself', silently."""
+    err = io.StringIO()
+    args = [*site.options(), "--", "db01", "migrate", "begin", "-"]
+    now = time.monotonic()
+    xml = (DOMAINS / "db01.xml").read_bytes()
+    code = main(args, stdin=io.BytesIO(xml), stderr=err, started=now - 1, answer_by=now)
+    assert (code, err.getvalue(), site.records()) == (client.DECIDE_YOURSELF, "", [])
+
+
+def test_hook_times_from_the_request_are_checked() -> None:
+    assert hook_times("99.5", "100.5", 100.0) == (99.5, 100.5)
+    assert hook_times("not a time", "100.5", 100.0) == (100.0, 100.0)
+    assert hook_times("100.5", "101.5", 100.0) == (100.0, 100.0)  # started in the future
+    assert hook_times("1.0", "2.0", 1000.0) == (1000.0, 1000.0)  # older than any deadline
+    assert hook_times("99.5", "99.0", 100.0) == (100.0, 100.0)  # gives up before it started
 
 
 def test_truncated_request_is_refused() -> None:
