@@ -59,7 +59,7 @@ class BadLine:
 
 
 def read(path: Path) -> Iterator[dict[str, Any] | BadLine]:
-    """Every record in the log, oldest first; lines that are not JSON objects as :class:`BadLine`."""
+    """Every record in the log, oldest first; lines that are not audit records as :class:`BadLine`."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, 1):
             text = raw.decode("utf-8", "replace").rstrip("\n")
@@ -73,7 +73,25 @@ def read(path: Path) -> Iterator[dict[str, Any] | BadLine]:
             if not isinstance(value, dict):
                 yield BadLine(number, text, "not a JSON object")
                 continue
+            problem = record_problem(value)
+            if problem:
+                yield BadLine(number, text, problem)
+                continue
             yield value
+
+
+#: What every record says and ``audit show`` prints; a line without them is not one of the hook's records.
+IDENTITY = ("time", "host", "vm", "operation", "verdict", "decision")
+
+
+def record_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a JSON object is not an audit record (a key missing, or not text), or None."""
+    missing = [key for key in IDENTITY if not isinstance(record.get(key), str)]
+    if missing:
+        return f"not an audit record: no {', '.join(missing)}"
+    if record_time(record) is None:
+        return f"not an audit record: time {record['time']!r} is not an ISO 8601 time"
+    return None
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,28 @@ def hook() -> None:
 @config_option
 @click.option("--cache-dir", type=DIRECTORY, default=DEFAULT_CACHE_DIR, show_default=True)
 @click.option("--no-cache", is_flag=True, help="Build the context afresh (slow; for debugging).")
+@click.option(
+    "--audit-log",
+    type=FILE,
+    default=None,
+    help="Where to log when the config cannot be read. Default: what the hook installed in --hooks-dir "
+    "for this config uses; else, for the default config, its default log.",
+)
+@hooks_dir_option
 @click.argument("vm")
 @click.argument("operation")
 @click.argument("sub_operation")
 @click.argument("extra", required=False, default="-")
 def hook_run(
-    config: Path, cache_dir: Path, no_cache: bool, vm: str, operation: str, sub_operation: str, extra: str
+    config: Path,
+    cache_dir: Path,
+    no_cache: bool,
+    audit_log: Path | None,
+    hooks_dir: Path,
+    vm: str,
+    operation: str,
+    sub_operation: str,
+    extra: str,
 ) -> None:
     """Decide as libvirt's hook would: VM OPERATION SUB-OPERATION, the domain XML on stdin.
 
@@ -50,8 +66,27 @@ def hook_run(
     from cpuguard.hook.entry import main
 
     cache = ["--no-cache"] if no_cache else ["--cache-dir", str(cache_dir)]
-    args = ["--config", str(config), *cache, "--", vm, operation, sub_operation, extra]
+    log = audit_log or installed_audit_log(hooks_dir, config)
+    logging = ["--audit-log", str(log)] if log else []
+    args = ["--config", str(config), *cache, *logging, "--", vm, operation, sub_operation, extra]
     raise SystemExit(main(args, stdin=sys.stdin.buffer))
+
+
+def installed_audit_log(hooks_dir: Path, config: Path) -> Path | None:
+    """The audit log the installed hook keeps for ``config`` (it logs there when the config is unreadable)."""
+    import os
+
+    from cpuguard.hook import shim
+    from cpuguard.hook.install import hook_path
+
+    try:
+        text = hook_path(hooks_dir).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    settings = shim.read_settings(text) if shim.is_ours(text) else {}
+    if settings.get("config") != os.path.abspath(config) or not settings.get("audit_log"):
+        return None
+    return Path(settings["audit_log"])
 
 
 socket_option = click.option(

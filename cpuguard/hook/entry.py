@@ -71,7 +71,7 @@ class Options:
     cache_dir: Path | None = Path("/var/cache/cpuguard")
     deadline: float = DEFAULT_DEADLINE  # until the configuration's deadline_seconds is known
     on_error_exit: int | None = None  # when the config cannot be read; None: cpuguard's default
-    audit_log: Path | None = None  # when the config cannot be read; None: cpuguard's default
+    audit_log: Path | None = None  # when the config cannot be read (see fallback_audit_log)
 
 
 def parse_args(argv: Sequence[str]) -> tuple[Options, list[str]]:
@@ -184,8 +184,9 @@ def handle(
     requester: Requester,
     started: float,
     answer_by: float | None = None,
-) -> tuple[HookResult, Path]:
-    """Decide, following ``on_error`` when cpuguard fails. Returns the result and the audit log path.
+) -> tuple[HookResult, Path | None]:
+    """Decide, following ``on_error`` when cpuguard fails. Returns the result and the audit log path
+    (None: unknown, see :func:`fallback_audit_log`).
 
     The deadline counts from ``started``, the hook's start. In the server, ``answer_by`` is when the
     hook stops waiting: :class:`ClientGaveUp` is raised then, and nothing must be logged.
@@ -194,6 +195,7 @@ def handle(
 
     event = Event(vm, operation, libvirt_call)
     context = None
+    audit_log: Path | None
     try:
         with deadline(options.deadline, started, cap=answer_by) as rearm:
             from cpuguard.hook.cache import load_or_build
@@ -213,12 +215,12 @@ def handle(
             audit_log = config.audit_log
             host = config.host_name or (context.snapshot.name if context and context.snapshot else "") or nodename
         else:
-            from cpuguard.config import DEFAULT_ON_ERROR, Config
+            from cpuguard.config import DEFAULT_ON_ERROR
 
             on_error = dict(DEFAULT_ON_ERROR)
             if options.on_error_exit is not None:
                 on_error[operation] = "block" if options.on_error_exit else "allow"
-            audit_log = options.audit_log or Config(None).audit_log
+            audit_log = fallback_audit_log(options)
             host = nodename
         config_path = str(options.config)
         result = error_result(event, describe(exc), on_error=on_error, host=host, now=now(), config_path=config_path)
@@ -231,6 +233,19 @@ def handle(
         elapsed_ms=round((time.monotonic() - started) * 1000, 1),
     )
     return result, audit_log
+
+
+def fallback_audit_log(options: Options) -> Path | None:
+    """Where to log when the configuration cannot be read: what the shim passes (``--audit-log``);
+    cpuguard's default log only for the default configuration; else nowhere (another configuration
+    may well name another log, and a test run must not land in the system's)."""
+    if options.audit_log is not None:
+        return options.audit_log
+    if options.config == DEFAULT_CONFIG:
+        from cpuguard.config import Config
+
+        return Config(None).audit_log
+    return None
 
 
 def readable_config(path: Path) -> Config | None:
@@ -295,10 +310,12 @@ def main(
     try:
         from cpuguard.hook import audit
 
+        if audit_log is None:
+            raise OSError(f"{options.config} cannot be read and no --audit-log names the log")
         audit.append(audit_log, result.record)
     except OSError as exc:
         # The decision stands; losing its record is reported as loudly as an error.
-        problem = f"audit log {audit_log} not written: {exc.strerror or exc}"
+        problem = f"audit log {audit_log or '(unknown)'} not written: {exc.strerror or exc}"
         message = f"{message}; {problem}" if message else f"cpuguard: {problem}"
         syslog_error(f"{vm} {operation}: {problem}")
     if result.record.get("verdict") == "error":

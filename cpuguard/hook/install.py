@@ -147,6 +147,11 @@ def install(
             "(refresh it when hardware, microcode or kernel options change: docs/hook.md)"
         )
 
+    if not config.policies.is_dir():
+        report.done.append(
+            f"no policies directory {config.policies} yet: put VM policies in {config.policies / 'vms'}/ "
+            "and the inventory in inventory.yaml there (README, 'Policies and the inventory')"
+        )
     settings = shim_settings(config_path, config, cache_dir, socket)
     report.warnings += code_warnings(settings)
     text = shim.render(settings, template_text)

@@ -95,8 +95,16 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, config_path: Path | None = None)
         return checks
     config = context.config
     where = config_path if config.path else f"{config_path} (absent: defaults)"
-    detail = f"{where}: mode {config.mode}, {len(context.policies)} VM policies in {config.policies}"
-    checks.append(Check("config", True, detail))
+    if config.policies.is_dir():
+        detail = f"{where}: mode {config.mode}, {len(context.policies)} VM policies in {config.policies}"
+        checks.append(Check("config", True, detail))
+    else:
+        detail = (
+            f"{where}: mode {config.mode}; its policies directory {config.policies} is missing: no VM policies "
+            "and no inventory, so the hook checks only what each guest's CPU definition needs "
+            "(create it, with vms/<vm>.yaml and inventory.yaml, or set policies:)"
+        )
+        checks.append(Check("config", False, detail))
     if context.broken_hosts:
         problems = "; ".join(f"{name}: {problem}" for name, problem in sorted(context.broken_hosts.items()))
         detail = (

@@ -78,13 +78,35 @@ def test_concurrent_large_appends_never_interleave(tmp_path: Path) -> None:
     assert log.stat().st_mode & 0o777 == 0o640
 
 
+def record(vm: str, **changes: object) -> str:
+    fields = {"time": "2026-05-01T10:00:00.000+00:00", "host": "n1", "vm": vm, "operation": "start"}
+    fields.update(verdict="allow", decision="allow")
+    return json.dumps({**fields, **changes})
+
+
 def test_read_reports_damaged_lines(tmp_path: Path) -> None:
     log = tmp_path / "audit.jsonl"
-    log.write_text('{"vm": "a"}\nnot json\n\n[1, 2]\n{"vm": "b"}\n')
+    lines = [
+        record("a"),
+        "not json",
+        "",
+        "[1, 2]",
+        '{"vm": "c"}',
+        record("d", verdict=None),
+        record("e", time="yesterday"),
+        record("b"),
+    ]
+    log.write_text("\n".join(lines) + "\n")
     items = list(audit.read(log))
     assert [i["vm"] for i in items if isinstance(i, dict)] == ["a", "b"]
     bad = [i for i in items if isinstance(i, audit.BadLine)]
-    assert [(b.number, b.problem.split(":")[0]) for b in bad] == [(2, "not JSON"), (4, "not a JSON object")]
+    assert [(b.number, b.problem) for b in bad][1:] == [
+        (4, "not a JSON object"),
+        (5, "not an audit record: no time, host, operation, verdict, decision"),
+        (6, "not an audit record: no verdict"),
+        (7, "not an audit record: time 'yesterday' is not an ISO 8601 time"),
+    ]
+    assert bad[0].number == 2 and bad[0].problem.startswith("not JSON")
 
 
 def test_filter() -> None:

@@ -130,3 +130,47 @@ def test_hook_install_makes_relative_paths_absolute(site: HookSite, tmp_path: Pa
     run = run_shim(shim_file, "db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
     assert run.stderr.startswith("cpuguard: BLOCK db01 on old-node (live)")
     assert (work / "h" / "etc" / "audit.jsonl").exists()
+
+
+def test_audit_show_skips_what_is_not_a_record_and_says_so(site: HookSite) -> None:
+    site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    with site.audit_log.open("a") as log:
+        log.write('{"vm": "web01", "verdict": "block"}\n')
+    done = run_cpuguard("audit", "show", "--log", str(site.audit_log))
+    assert done.returncode == 0
+    (line,) = done.stdout.splitlines()
+    assert "None" not in line and "db01  migrate  BLOCK" in line
+    assert done.stderr == (
+        f"cpuguard: {site.audit_log}:2: skipped, not an audit record: no time, host, operation, decision\n"
+    )
+    as_json = run_cpuguard("audit", "show", "--log", str(site.audit_log), "--format", "json").stdout
+    assert [json.loads(line)["vm"] for line in as_json.splitlines()] == ["db01"]
+
+
+def test_hook_run_with_a_broken_config_logs_where_the_installed_hook_does(site: HookSite, tmp_path: Path) -> None:
+    hooks = tmp_path / "qemu.d"
+    xml = (DOMAINS / "db01.xml").read_text()
+    args = ["--config", str(site.config), "--cache-dir", str(site.cache_dir), "--hooks-dir", str(hooks)]
+    installed = run_cpuguard("hook", "install", *args[:4], "--hooks-dir", str(hooks), "--socket", "")
+    assert installed.returncode == 0, installed.stderr
+    site.config.write_text("mode: [\n")
+
+    done = run_cpuguard("hook", "run", *args, "db01", "migrate", "begin", stdin=xml)
+    assert done.returncode == 1
+    assert done.stderr.startswith("cpuguard: ERROR db01 on ")
+    (record,) = site.records()
+    assert (record["verdict"], record["decision"]) == ("error", "block")
+
+    # no hook installed for this config: the log is unknown, and nothing lands in the system's log
+    elsewhere = run_cpuguard(
+        "hook", "run", *args[:4], "--hooks-dir", str(tmp_path / "none"), "db01", "migrate", "begin", stdin=xml
+    )
+    assert elsewhere.returncode == 1
+    assert elsewhere.stderr.rstrip("\n").endswith(
+        f"; audit log (unknown) not written: {site.config} cannot be read and no --audit-log names the log"
+    )
+    assert len(site.records()) == 1
+    chosen = tmp_path / "chosen.jsonl"
+    given = run_cpuguard("hook", "run", *args[:4], "--audit-log", str(chosen), "db01", "prepare", "begin", stdin=xml)
+    assert given.returncode == 0
+    assert json.loads(chosen.read_text())["decision"] == "allow"

@@ -122,8 +122,20 @@ def test_install_writes_a_config_and_a_first_snapshot_when_absent(hooks: Path, t
         f"wrote {config} (defaults; see docs/config.md)",
         f"wrote host snapshot {snapshot} from model:Westmere "
         "(refresh it when hardware, microcode or kernel options change: docs/hook.md)",
+        f"no policies directory {config.parent / 'policies'} yet: put VM policies in "
+        f"{config.parent / 'policies' / 'vms'}/ and the inventory in inventory.yaml there "
+        "(README, 'Policies and the inventory')",
         f"installed {hook_path(hooks)}",
     ]
+    with config.open("a") as handle:
+        handle.write("check_permissions: false  # below /tmp, which anyone may write\n")
+    check = {c.name: c for c in status(hooks)}["config"]
+    assert not check.ok
+    assert check.detail == (
+        f"{config}: mode enforce; its policies directory {config.parent / 'policies'} is missing: no VM policies "
+        "and no inventory, so the hook checks only what each guest's CPU definition needs "
+        "(create it, with vms/<vm>.yaml and inventory.yaml, or set policies:)"
+    )
     assert json.loads(snapshot.read_text())["host"] == "old-node"
     assert "on_error:\n  migrate: block\n  restore: block\n  start: allow\n" in config.read_text()
     # the written config is valid, and a second install keeps it
