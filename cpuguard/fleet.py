@@ -13,7 +13,7 @@ from pathlib import Path
 from cpuguard.config import DEFAULT_CONFIG, read_config
 from cpuguard.domain import parse_domain, read_domain
 from cpuguard.errors import BadInput, UnknownName
-from cpuguard.hosts.sources import is_uri, resolve_host
+from cpuguard.hosts.sources import is_uri, looks_like_source, resolve_host
 from cpuguard.inventory import INVENTORY_NAME, Inventory, read_inventory
 from cpuguard.knowledge import Knowledge
 from cpuguard.libvirt_api import connect
@@ -88,8 +88,7 @@ class Fleet:
         if entry is not None:
             facts = resolve_host(entry.source, self.knowledge, name=entry.name)
         else:
-            looks_like_source = ":" in spec or "/" in spec or Path(spec).exists() or spec == "local"
-            if not looks_like_source:
+            if not looks_like_source(spec):
                 import difflib
 
                 close = difflib.get_close_matches(spec, list(self.inventory.hosts), n=3)
