@@ -44,10 +44,11 @@ def guest_visible(flags: frozenset[str], knowledge: Knowledge) -> frozenset[str]
     """The features of ``flags`` a guest can see and carry across a live move:
     CPUID features libvirt models (not Linux's synthetic flags like
     ``rep_good`` or mitigation markers like ``pti``), minus non-migratable ones
-    and the ``hypervisor`` bit."""
+    and those KVM provides on every host (``hypervisor``, ``x2apic``, ``arat``...)."""
     vocabulary = knowledge.vocabulary
     modelled = frozenset(vocabulary.to_libvirt)
-    return (flags & modelled) - vocabulary.non_migratable - {"hypervisor"}
+    # what KVM gives every guest on any host is never a need the destination's CPU must meet
+    return (flags & modelled) - vocabulary.non_migratable - vocabulary.hypervisor_provided - {"hypervisor"}
 
 
 def build_requirements(

@@ -173,3 +173,12 @@ def test_other_architecture_domain_is_blocked_not_bad_input(knowledge: Knowledge
     verdict = decide(req, model_host("Westmere", knowledge))
     assert verdict.outcome is Outcome.BLOCK
     assert verdict.problems == ("architecture mismatch: the guest is aarch64, the host x86_64",)
+
+
+def test_live_rule_never_asks_for_what_kvm_gives_every_guest(knowledge: Knowledge) -> None:
+    """A host-model guest saw arat/x2apic/tsc-deadline because KVM provides them; any KVM host does too."""
+    dom = domain(knowledge, "<cpu mode='host-model'/>")
+    source = host("src", set(knowledge.cpu_map.features_of("Westmere")) | knowledge.vocabulary.hypervisor_provided)
+    live = build_requirements("vm1", dom, None, Move.LIVE, knowledge, source_host=source)
+    assert not live.features & knowledge.vocabulary.hypervisor_provided
+    assert decide(live, model_host("Westmere", knowledge)).outcome is Outcome.ALLOW

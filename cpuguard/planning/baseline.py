@@ -60,7 +60,11 @@ def cluster_baseline(
     dropped = sorted(common & knowledge.vocabulary.non_migratable)
     if dropped:
         notes.append(f"left out because they never migrate (cpu_map migratable='no'): {', '.join(dropped)}")
-    provided = guest & knowledge.vocabulary.hypervisor_provided if arches == ["x86_64"] else frozenset()
+    # guest_visible leaves out what KVM offers on every host; the guest still has it
+    provided = (
+        (common & knowledge.vocabulary.hypervisor_provided) - {"hypervisor"} if arches == ["x86_64"] else frozenset()
+    )
+    guest = guest | provided
     wanted = guest - provided  # what the <cpu> has to ask for
     best = None
     best_key: tuple[int, int, int, str] | None = None
