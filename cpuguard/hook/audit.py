@@ -1,22 +1,20 @@
 """The audit log: one JSON object per line for every hook decision (docs/hook.md, "Audit log").
 
-libvirt runs hooks of parallel migrations in parallel. Each line goes out in
-one ``write`` on a descriptor opened with ``O_APPEND`` (the kernel positions
-every append at the end of the file) while holding an exclusive ``flock``, so
-lines from concurrent hooks never interleave, also where a large write could
-be split.
+Lines are written by :mod:`cpuguard.hook.journal` (whole lines, never
+interleaved, under concurrency); this module encodes records and reads the
+log back for ``cpuguard audit show`` and ``cpuguard hook status``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from cpuguard.hook.journal import PER_CALL, append_line
 
 #: Keys every line has (an interface: tools parse this log).
 KEYS = (
@@ -31,24 +29,26 @@ def encode(record: Mapping[str, Any]) -> bytes:
     return (json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
+def segments(record: Mapping[str, Any]) -> list[bytes]:
+    """:func:`encode`'s line cut around the per-call fields (:data:`cpuguard.hook.journal.PER_CALL`),
+    which :func:`cpuguard.hook.journal.fill` puts back: what the memo keeps of a record."""
+    if not set(PER_CALL) <= set(record):
+        raise ValueError(f"a record has every per-call field: {', '.join(PER_CALL)}")
+    pieces: list[str] = []
+    current = "{"
+    for index, key in enumerate(sorted(record)):
+        current += ("," if index else "") + json.dumps(key) + ":"
+        if key in PER_CALL:
+            pieces.append(current)
+            current = ""
+        else:
+            current += json.dumps(record[key], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    pieces.append(current + "}\n")
+    return [piece.encode() for piece in pieces]
+
+
 def append(path: Path, record: Mapping[str, Any]) -> None:
-    line = encode(record)
-    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        end = os.lseek(fd, 0, os.SEEK_END)
-        try:
-            written = os.write(fd, line)
-            while written < len(line):  # only on a full disk or a signal; still under the lock
-                written += os.write(fd, line[written:])
-        except OSError:
-            # A full disk can take part of the line: cut it off, so that the log keeps whole
-            # lines only and the next record does not start in the middle of this one.
-            os.ftruncate(fd, end)
-            raise
-    finally:
-        os.close(fd)  # releases the lock
+    append_line(str(path), encode(record))
 
 
 @dataclass(frozen=True)

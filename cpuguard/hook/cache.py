@@ -15,6 +15,9 @@ builds it afresh.
 
 The cache is a pickle, so only files owned by this user and writable by no one
 else are loaded; the directory is created mode 0700.
+
+Decisions made with a context are remembered next to it (:mod:`cpuguard.hook.memo`);
+a new context clears them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cpuguard import __version__
+from cpuguard.hook import memo
 from cpuguard.hook.context import HookContext, build_context
 
 DEFAULT_CACHE_DIR = Path("/var/cache/cpuguard")
@@ -53,11 +57,8 @@ def _header() -> tuple[int, str, str]:
 
 
 def cache_file(cache_dir: Path, config_path: Path) -> Path:
-    """One cache per configuration directory, named by its device and inode: stable while the
-    file is edited, and distinct for daemons that each see their own /etc/cpuguard (mount namespaces)."""
-    sig = stat_signature(str(config_path.parent))
-    where = f"{sig[0]:x}-{sig[1]:x}" if sig is not None else "none"
-    return cache_dir / f"hook-{where}-{config_path.name}.pickle"
+    """One cache per configuration directory (:func:`cpuguard.hook.memo.config_tag`)."""
+    return cache_dir / f"{memo.config_tag(str(config_path))}.pickle"
 
 
 def load(cache_dir: Path, config_path: Path) -> HookContext | None:
@@ -102,6 +103,7 @@ def save(cache_dir: Path, config_path: Path, context: HookContext, now: float) -
     except BaseException:
         os.unlink(tmp)
         raise
+    memo.clear(str(cache_dir), str(config_path))  # decisions remembered with the old context are stale
     return True
 
 

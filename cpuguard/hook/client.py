@@ -1,12 +1,15 @@
-"""What the shim runs: hand the call to ``cpuguard hook serve`` if it runs, else decide here.
+"""What the shim runs: a remembered decision, else ``cpuguard hook serve`` if it runs, else decide here.
 
 Starting Python and importing cpuguard's decision modules takes tens of
-milliseconds on every VM start and incoming migration; a server that has
-them loaded answers in a few (docs/hook.md, "Speed"). This module imports
-nothing beyond what the interpreter has loaded at start-up plus ``_socket``
-(the ``socket`` module's enums and selectors cost more than the answer),
-and falls back to :func:`cpuguard.hook.entry.main` whenever the server is
-absent, refuses, or fails, so the server is only ever an accelerator.
+milliseconds on every VM start and incoming migration (docs/hook.md,
+"Speed"). A call that repeats an earlier one is answered from the memo
+(:mod:`cpuguard.hook.memo`, which imports next to nothing); a new one goes to
+the server if one runs (it has the modules loaded), else to
+:func:`cpuguard.hook.entry.main` in this process. This module imports nothing
+beyond what the interpreter has loaded at start-up, plus ``_socket`` to ask
+the server (the ``socket`` module's enums and selectors cost more than the
+answer), and the hook decides itself whenever the server is absent, refuses,
+or fails, so the server is only ever an accelerator.
 
 The hook's time limit holds whatever the server does: the client waits for it
 at most :func:`server_wait` (a second, less for a short deadline), counted
@@ -27,7 +30,6 @@ until the end of the stream.
 
 from __future__ import annotations
 
-import _socket
 import os
 import sys
 import time
@@ -91,6 +93,8 @@ def ask(
     request = encode_request(
         args, xml, namespace=namespace, pid=os.getpid(), caller=caller, started=started, answer_by=answer_by
     )
+    import _socket  # not at the top: a remembered decision needs no socket
+
     chunks = []
     try:
         conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -135,6 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()  # the hook's deadline counts from here
     socket_path, args = split_socket_option(sys.argv[1:] if argv is None else argv)
     xml = sys.stdin.buffer.read()
+    from cpuguard.hook.memo import answer as remembered
+
+    code = remembered(args, xml, started=started)
+    if code is not None:
+        return code
     answer = None
     if socket_path:
         answer = ask(socket_path, args, xml, started=started, answer_by=started + server_wait(args))

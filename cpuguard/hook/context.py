@@ -107,6 +107,22 @@ def check_owners(paths: list[str]) -> None:
             check_trusted(path, owners=owners)
 
 
+def trust_chains(paths: list[str]) -> list[str]:
+    """Every directory above these files, as named and with symbolic links resolved: what
+    cpuguard.trust.check_trusted looks at besides the files themselves."""
+    directories: list[str] = []
+    for path in paths:
+        for start in (os.path.abspath(path), os.path.realpath(path)):
+            where = os.path.dirname(start)
+            while True:
+                directories.append(where)
+                parent = os.path.dirname(where)
+                if parent == where:
+                    break
+                where = parent
+    return list(dict.fromkeys(directories))
+
+
 def build_context(config_path: Path) -> HookContext:
     """Read the configuration at ``config_path`` and everything it names.
 
@@ -168,6 +184,8 @@ def build_context(config_path: Path) -> HookContext:
     trusted = [t for t in trusted if t not in host_files]  # checked one by one above
     if config.check_permissions:
         check_owners(trusted)
+        # a chmod or chown above an input changes no input's signature: watch the directories too
+        inputs += trust_chains([*trusted, *host_files])
     inputs += loaded_package_files()
     return HookContext(
         config=config,

@@ -19,9 +19,10 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -29,7 +30,9 @@ from cpuguard.hook.events import guarded_operation
 
 if TYPE_CHECKING:
     from cpuguard.config import Config
+    from cpuguard.hook.context import HookContext
     from cpuguard.hook.decision import HookResult
+    from cpuguard.hook.memo import Call
 
 DEFAULT_CONFIG = Path("/etc/cpuguard/config.yaml")
 DEFAULT_DEADLINE = 5.0
@@ -158,10 +161,9 @@ def describe(exc: BaseException) -> str:
 
 def syslog_error(message: str) -> None:
     """Errors go to syslog too: on an allowed start libvirt drops the hook's stderr."""
-    import syslog
+    from cpuguard.hook import journal
 
-    syslog.openlog("cpuguard", syslog.LOG_PID, syslog.LOG_DAEMON)
-    syslog.syslog(syslog.LOG_ERR, message)
+    journal.syslog_error(message)
 
 
 def parent_name(proc: Path = Path("/proc")) -> str | None:
@@ -184,18 +186,22 @@ def handle(
     requester: Requester,
     started: float,
     answer_by: float | None = None,
-) -> tuple[HookResult, Path | None]:
-    """Decide, following ``on_error`` when cpuguard fails. Returns the result and the audit log path
-    (None: unknown, see :func:`fallback_audit_log`).
+    call: Call | None = None,
+) -> tuple[HookResult, Path | None, Callable[[], None] | None]:
+    """Decide, following ``on_error`` when cpuguard fails. Returns the result, the audit log path
+    (None: unknown, see :func:`fallback_audit_log`) and what remembers the decision, to be called
+    once it is out.
 
     The deadline counts from ``started``, the hook's start. In the server, ``answer_by`` is when the
-    hook stops waiting: :class:`ClientGaveUp` is raised then, and nothing must be logged.
+    hook stops waiting: :class:`ClientGaveUp` is raised then, and nothing must be logged. A decision
+    can be remembered for ``call`` (:mod:`cpuguard.hook.memo`) when the arguments allow it.
     """
     from cpuguard.hook.decision import Event, error_result
 
     event = Event(vm, operation, libvirt_call)
     context = None
     audit_log: Path | None
+    later: Callable[[], None] | None = None
     try:
         with deadline(options.deadline, started, cap=answer_by) as rearm:
             from cpuguard.hook.cache import load_or_build
@@ -226,13 +232,51 @@ def handle(
         result = error_result(event, describe(exc), on_error=on_error, host=host, now=now(), config_path=config_path)
     else:
         audit_log = context.config.audit_log
+        if call is not None and local.version is not None:  # /proc/cpuinfo is read anew every time
+            decided, when = result, now().timestamp()
+            later = partial(remember, call, domain_xml, context, decided, audit_log, nodename, when)
     result.record.update(
         pid=requester.pid,
         caller=requester.caller,
         decided_in=requester.decided_in,
         elapsed_ms=round((time.monotonic() - started) * 1000, 1),
     )
-    return result, audit_log
+    return result, audit_log, later
+
+
+def remember(
+    call: Call, xml: bytes, context: HookContext, result: HookResult, audit_log: Path, nodename: str, now: float
+) -> None:
+    """Keep the decision for the next identical call; failing costs speed, never a decision.
+    ``now`` (wall clock, seconds) tells inputs too recent to be trusted (cpuguard.hook.cache)."""
+    from cpuguard.hook import memo
+    from cpuguard.hook.audit import segments
+    from cpuguard.hook.cache import RACY_SECONDS
+    from cpuguard.hook.context import loaded_package_files
+
+    inputs = [*context.inputs, *loaded_package_files(), *memo.fast_path_files()]
+    with suppress(OSError):
+        memo.store(
+            call,
+            xml,
+            nodename=nodename,
+            exit_code=result.exit_code,
+            message=result.message,
+            audit_log=str(audit_log),
+            segments=segments(result.record),
+            inputs=inputs,
+            now=now,
+            racy_seconds=RACY_SECONDS,
+        )
+
+
+def remembered_call(argv: Sequence[str], options: Options) -> Call | None:
+    """The call as the memo keys it, when decisions are cached at all."""
+    if options.cache_dir is None:
+        return None
+    from cpuguard.hook.memo import parse_call
+
+    return parse_call(argv)
 
 
 def fallback_audit_log(options: Options) -> Path | None:
@@ -268,12 +312,15 @@ def main(
     requester: Requester | None = None,
     started: float | None = None,
     answer_by: float | None = None,
+    answered: Callable[[int], None] | None = None,
 ) -> int:
     """Run one hook call; returns the exit code (1 blocks the operation).
 
     ``started`` is when the hook process started (``time.monotonic()``; default: now): the deadline
     counts from there. ``answer_by`` (the server only): when the hook stops waiting for the answer;
     past it, nothing is logged and :data:`~cpuguard.hook.client.DECIDE_YOURSELF` is returned.
+    ``answered`` (the server only) is called with the exit code once the decision is logged and
+    said, before it is remembered, so that the hook need not wait for that.
     """
     started = time.monotonic() if started is None else started
     err = stderr or sys.stderr
@@ -290,7 +337,7 @@ def main(
         return 0
     domain_xml = (stdin or sys.stdin.buffer).read()
     try:
-        result, audit_log = handle(
+        result, audit_log, remember_it = handle(
             vm,
             operation,
             f"{libvirt_op} {sub_op}",
@@ -301,26 +348,21 @@ def main(
             requester=requester or Requester.this_process(),
             started=started,
             answer_by=answer_by,
+            call=remembered_call(argv if argv is not None else sys.argv[1:], options),
         )
     except ClientGaveUp:
         from cpuguard.hook.client import DECIDE_YOURSELF
 
         return DECIDE_YOURSELF
-    message = result.message
-    try:
-        from cpuguard.hook import audit
+    from cpuguard.hook.audit import encode
+    from cpuguard.hook.journal import deliver
 
-        if audit_log is None:
-            raise OSError(f"{options.config} cannot be read and no --audit-log names the log")
-        audit.append(audit_log, result.record)
-    except OSError as exc:
-        # The decision stands; losing its record is reported as loudly as an error.
-        problem = f"audit log {audit_log or '(unknown)'} not written: {exc.strerror or exc}"
-        message = f"{message}; {problem}" if message else f"cpuguard: {problem}"
-        syslog_error(f"{vm} {operation}: {problem}")
+    log = str(audit_log) if audit_log is not None else None
+    deliver(log, encode(result.record), result.message, vm=vm, operation=operation, err=err)
     if result.record.get("verdict") == "error":
         syslog_error(result.message)
-    if message:
-        err.write(message + "\n")
-        err.flush()
+    if answered is not None:
+        answered(int(result.exit_code))
+    if remember_it is not None:
+        remember_it()
     return int(result.exit_code)

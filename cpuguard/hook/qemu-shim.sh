@@ -27,7 +27,8 @@ esac
 
 # libvirt passes only LC_ALL, PATH and HOME: use the absolute interpreter, and
 # -I -S with cpuguard's path given explicitly (site initialisation is slow).
-# The client asks `cpuguard hook serve` on $socket, or decides itself.
+# The client answers a call it has answered before from its memo, else asks
+# `cpuguard hook serve` on $socket if set, else decides itself.
 if [ -x "$python" ]; then
     exec "$python" -I -S -c '
 import sys

@@ -61,6 +61,7 @@ def read_request(conn: socket.socket) -> tuple[list[str], bytes]:
 
 def answer(conn: socket.socket, code: int, message: str = "") -> None:
     conn.sendall(bytes([code]) + message.encode())
+    conn.shutdown(socket.SHUT_WR)  # the whole answer: the hook reads until the end of the stream
 
 
 def handle(conn: socket.socket, namespace: str) -> None:
@@ -77,10 +78,18 @@ def handle(conn: socket.socket, namespace: str) -> None:
     started, answer_by = hook_times(fields[4], fields[5], time.monotonic())
     requester = Requester(int(fields[2]) if fields[2].isdigit() else 0, fields[3] or None, decided_in="server")
     err = io.StringIO()
+    sent: list[int] = []
+
+    def send(code: int) -> None:  # before the decision is remembered: the hook need not wait for that
+        answer(conn, code, err.getvalue())
+        sent.append(code)
+
+    stdin = io.BytesIO(xml)
     code = main(
-        fields[6:], stdin=io.BytesIO(xml), stderr=err, requester=requester, started=started, answer_by=answer_by
+        fields[6:], stdin=stdin, stderr=err, requester=requester, started=started, answer_by=answer_by, answered=send
     )
-    answer(conn, code, err.getvalue())
+    if not sent:
+        answer(conn, code, err.getvalue())
 
 
 def hook_times(started: str, answer_by: str, now: float) -> tuple[float, float]:

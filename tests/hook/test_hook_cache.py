@@ -12,7 +12,7 @@ from pathlib import Path
 from hook_helpers import DOMAINS, HookSite
 
 from cpuguard.hook import cache
-from cpuguard.hook.context import HookContext, build_context
+from cpuguard.hook.context import HookContext, build_context, trust_chains
 
 LATER = time.time() + 3600  # "now" for save(): every input looks old enough to trust
 
@@ -119,3 +119,16 @@ def test_a_cached_decision_imports_neither_pyyaml_nor_click_nor_libvirt(site: Ho
         [sys.executable, "-c", code, *args], input=(DOMAINS / "db01.xml").read_bytes(), capture_output=True, timeout=60
     )
     assert done.stdout.decode() == "1 []\n", done.stderr
+
+
+def test_a_trusted_inputs_directories_are_watched_too(tmp_path: Path) -> None:
+    """A chmod above an input changes no input's signature; with check_permissions the context is also
+    keyed on every directory the trust check looked at (links resolved as well)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "config.yaml").write_text("{}\n")
+    (tmp_path / "etc").symlink_to(real)
+    chains = trust_chains([str(tmp_path / "etc" / "config.yaml")])
+    assert chains[: len(tmp_path.parts) + 1] == [str(tmp_path / "etc"), *map(str, [tmp_path, *tmp_path.parents])]
+    assert str(real) in chains
+    assert chains.count("/") == 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from hook_helpers import DOMAINS, HookSite, run_shim
 
-from cpuguard.hook import cache, client
+from cpuguard.hook import cache, client, memo
 from cpuguard.hook.context import build_context
 from cpuguard.hook.entry import main
 from cpuguard.hook.install import hook_path, install
@@ -237,3 +237,17 @@ def test_socket_option() -> None:
     assert client.split_socket_option(["--socket", "/s", "--config", "c"]) == ("/s", ["--config", "c"])
     assert client.split_socket_option(["--socket", "", "x"]) == (None, ["x"])
     assert client.split_socket_option(["x"]) == (None, ["x"])
+
+
+def test_the_servers_decisions_are_remembered_after_it_answered(site: HookSite, server: Path, tmp_path: Path) -> None:
+    shim = installed(site, tmp_path / "hooks", server)
+    time.sleep(cache.RACY_SECONDS + 0.2)  # inputs this young are neither cached nor remembered
+    xml = (DOMAINS / "db01.xml").read_bytes()
+    served = run_shim(shim, "db01", "migrate", xml)
+    directory = Path(memo.memo_dir(str(site.cache_dir), str(site.config)))
+    deadline = time.monotonic() + 30
+    while not (directory.exists() and any(directory.iterdir())):
+        assert time.monotonic() < deadline, "the server's child did not remember its decision"
+        time.sleep(0.05)
+    assert run_shim(shim, "db01", "migrate", xml) == served
+    assert [r["decided_in"] for r in site.records()] == ["server", "memo"]
