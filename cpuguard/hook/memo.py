@@ -13,8 +13,9 @@ decision depended on is the same:
 * the call: VM, operation, the configuration file as named, this host's
   node name and boot time (a snapshot's staleness depends on it);
 * the domain XML's decisive text (:func:`cpuguard.hook.xmlkey.decision_key`:
-  the root's attributes, ``<name>``, ``<os><type>``, ``<cpu>``), compared
-  byte for byte -- a document that key cannot vouch for is never looked up;
+  ``<name>``, ``<os><type>``, ``<cpu>``, the root's ``type`` and namespace
+  declarations), compared byte for byte -- a document that key cannot vouch
+  for is never looked up;
 * every file the context cache is keyed on (configuration, policies,
   inventory and its host files, snapshot, cpu_map, cpuguard's data) and every
   cpuguard module loaded while deciding, by the same stat signature as the

@@ -1,10 +1,13 @@
 """What of a domain XML document a hook decision depends on, as exact text: the memo's key.
 
-:func:`cpuguard.domain.parse_domain` reads the root element's attributes
-(``type``), the text of the first ``<name>``, ``arch`` of ``<os><type>`` and
-the whole ``<cpu>`` element, each a child of the root. Two documents with the
-same text for these parts parse to the same guest, and so lead to the same
-decision -- provided both parse at all. A document cpuguard's parser would
+:func:`cpuguard.domain.parse_domain` reads the root element's ``type``, the
+text of the first ``<name>``, ``arch`` of ``<os><type>`` and the whole
+``<cpu>`` element, each a child of the root. The key is their text -- of the
+root and of ``<os>`` only the name, ``type`` and the namespace declarations,
+which decide what the names below mean -- and two documents with the same
+key parse to the same guest, and so lead to the same decision, provided both
+parse at all. (libvirt writes the running domain's ``id`` on the root, a new
+one at every start: it must not be part of the key.) A document cpuguard's parser would
 refuse must never find a remembered decision, so :func:`decision_key`
 answers only for documents it can vouch for, and says None (the full path
 decides) for anything else. It accepts a strict subset of well-formed XML:
@@ -120,6 +123,7 @@ class _Scanner:
         end = _name(data, lt + 1)
         name = data[lt + 1 : end]
         attributes: list[bytes] = []
+        decisive = [name]  # the name, the namespace declarations, and type (read on the root)
         declared: set[bytes] = set()
         i = end
         while True:
@@ -150,15 +154,18 @@ class _Scanner:
                     raise _Refused
                 declared.add(prefix)
             attributes.append(attribute)
+            if attribute == b"type" or attribute == b"xmlns" or attribute.startswith(b"xmlns:"):
+                decisive.append(data[j : close + 1])
             i = close + 1
         scope = (stack[-1][3] if stack else frozenset({b"xml"})) | declared
         self._check_names(name, attributes, scope)
         part = self._part(name, stack)
         if part == "root":
-            self.spans["root"] = data[lt:after]  # its attributes, not its content
+            # not all of its start tag: libvirt writes the domain's id there, another at every start
+            self.spans["root"] = b" ".join(decisive)
             part = None
         elif part == "os":
-            self.spans["os"] = data[lt:after]  # the start tag (namespace declarations) of <os>
+            self.spans["os"] = b" ".join(decisive[:1] + [d for d in decisive[1:] if d.startswith(b"xmlns")])
             part = None if empty else "os-element"
         if empty:
             if part:

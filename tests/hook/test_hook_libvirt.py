@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 from hook_helpers import DOMAINS
 
+from cpuguard.hook.cache import RACY_SECONDS
 from cpuguard.hook.install import hook_path, install
 from cpuguard.hook.status import status
 from cpuguard.hosts.snapshot import write_snapshot
@@ -256,3 +258,18 @@ def test_virsh_shows_the_hook_in_the_daemons_namespace(testbed: Any, nodes: dict
         check=True,
     ).stdout
     assert inside == hook_path(testbed.hooks_dir("a")).read_text()
+
+
+def test_a_repeated_start_is_answered_from_the_memo(testbed: Any, nodes: dict[str, Node]) -> None:
+    """libvirt hands the hook a new domain id at every start: the memo's key leaves it out."""
+    node = nodes["a"]
+    node.configure()
+    time.sleep(RACY_SECONDS + 0.2)  # inputs this young are never remembered
+    testbed.define_guest("a", "e2e-memo", "Westmere")
+    for _ in range(2):
+        testbed.virsh("a", "start", "e2e-memo")
+        testbed.virsh("a", "destroy", "e2e-memo")
+    first, second = node.records("e2e-memo")
+    assert (first["decided_in"], second["decided_in"]) == ("hook", "memo")
+    assert (first["verdict"], first["message"]) == (second["verdict"], second["message"])
+    assert second["caller"] == "libvirtd"
