@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -220,8 +221,25 @@ def test_twenty_parallel_starts_leave_twenty_intact_audit_lines(testbed: Any, no
 def test_status_proves_the_hook_is_live(testbed: Any, nodes: dict[str, Node]) -> None:
     running_guest(testbed, "a", "e2e-live", "Westmere")
     checks = {c.name: c for c in status(testbed.hooks_dir("a"))}
+    # The interpreter and cpuguard's code are trusted only where root alone can change them; a
+    # checkout below /tmp (world-writable) is not, and status must say so rather than pass.
+    code_dirs = [Path(sys.executable), *(Path(p) for p in sys.path if p and Path(p, "cpuguard").is_dir())]
+    trusted = all(trusted_path(p) for p in code_dirs)
+    code_checks = [checks.pop("interpreter").ok, checks.pop("python_path").ok]
+    assert all(code_checks) if trusted else not all(code_checks)
     assert all(c.ok for c in checks.values()), checks
     assert "e2e-live start -> allow" in checks["live"].detail
+
+
+def trusted_path(path: Path) -> bool:
+    from cpuguard.errors import BadInput
+    from cpuguard.trust import check_trusted
+
+    try:
+        check_trusted(path)
+    except BadInput:
+        return False
+    return True
 
 
 @pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK), reason="host-passthrough guests need KVM")
