@@ -55,7 +55,7 @@ def prepare(path: str, source: elf.Source, sha256: str, knowledge: DispatchKnowl
         notes,
         spans,
         image.type == elf.ET_EXEC,
-        knowledge.library_reason(name),
+        knowledge.library_reason(name, image.soname),
     )
 
 

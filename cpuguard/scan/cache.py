@@ -1,6 +1,7 @@
 """A content-addressed cache of file scans.
 
-The key is the SHA-256 of the file's bytes, under a directory named for
+The key is the SHA-256 of the file's bytes (plus, for the few files judged
+by their name, the name pattern they match), under a directory named for
 everything else a scan depends on (the scanner's code, the iced-x86
 version, the knowledge data files), so that a changed rule never serves
 stale results.
@@ -148,11 +149,16 @@ class ScanCache:
         self._write_json(path, [list(result[0]), list(result[1])])
         return result
 
-    def _entry(self, sha256: str) -> Path:
-        return self.directory / sha256[:2] / f"{sha256}.json"
+    def _entry(self, sha256: str, name_key: str) -> Path:
+        # A file without DT_SONAME is judged partly by its file name (the
+        # zstd program), so the same bytes under another name may get
+        # another answer: the name-derived input is part of the key.
+        suffix = "-" + hashlib.sha256(name_key.encode()).hexdigest()[:16] if name_key else ""
+        return self.directory / sha256[:2] / f"{sha256}{suffix}.json"
 
-    def get(self, sha256: str, path: str) -> FileScan | None:
-        raw = self._read_json(self._entry(sha256))
+    def get(self, sha256: str, path: str, name_key: str = "") -> FileScan | None:
+        """The cached scan of content ``sha256`` for a file whose name matched ``name_key``."""
+        raw = self._read_json(self._entry(sha256, name_key))
         try:
             scan = file_from_dict(raw)
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -161,8 +167,8 @@ class ScanCache:
             return None
         return replace(scan, path=path, from_cache=True)
 
-    def put(self, scan: FileScan) -> None:
+    def put(self, scan: FileScan, name_key: str = "") -> None:
         """Store ``scan``; a cache that cannot be written is silently skipped."""
         if scan.sha256 is None or not scan.scanned:
             return
-        self._write_json(self._entry(scan.sha256), file_to_dict(replace(scan, from_cache=False)))
+        self._write_json(self._entry(scan.sha256, name_key), file_to_dict(replace(scan, from_cache=False)))

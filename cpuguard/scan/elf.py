@@ -354,6 +354,18 @@ class ElfFile:
         return needed, paths
 
     @property
+    def soname(self) -> str | None:
+        """``DT_SONAME``: the name every link to a shared library is loaded by, whatever the file is called."""
+        table = next((s for s in self.sections if s.type == SHT_DYNAMIC), None)
+        if table is None or not 0 <= table.link < len(self.sections):
+            return None
+        strings = self.sections[table.link]
+        for tag, value in self.dynamic():
+            if tag == DT_SONAME:
+                return self.cstring(strings, value) or None
+        return None
+
+    @property
     def is_pie(self) -> bool:
         tags = dict(self.dynamic())
         if self.type != ET_DYN:

@@ -25,9 +25,24 @@ class DispatchKnowledge:
     clone_name: re.Pattern[str]
     libraries: tuple[tuple[str, str], ...]  # (file name glob, why)
 
-    def library_reason(self, file_name: str) -> str | None:
+    def library_pattern(self, name: str) -> str | None:
+        """The ``dispatching_libraries`` pattern ``name`` matches, if any."""
+        for pattern, _ in self.libraries:
+            if fnmatch.fnmatchcase(name, pattern):
+                return pattern
+        return None
+
+    def library_reason(self, file_name: str, soname: str | None = None) -> str | None:
+        """Why the file is a known-dispatching library, judged by its ``DT_SONAME`` when it has one.
+
+        A library is reached under several names (``libcrypto.so``,
+        ``libcrypto.so.3``, a copy elsewhere) but has one soname, so the
+        answer cannot depend on which name was scanned. Only files without
+        a soname (programs such as ``zstd``) are judged by their file name.
+        """
+        name = soname or file_name
         for pattern, why in self.libraries:
-            if fnmatch.fnmatchcase(file_name, pattern):
+            if fnmatch.fnmatchcase(name, pattern):
                 return why
         return None
 

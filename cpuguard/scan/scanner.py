@@ -63,6 +63,7 @@ class _Job:
     size: int
     identity: tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns) when hashed
     info: os.stat_result
+    name_key: str  # the name-derived part of the cache key (see _name_key)
 
 
 def _utcnow() -> datetime:
@@ -82,6 +83,18 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def _name_key(path: str) -> str:
+    """What a scan of ``path`` may take from its file name: the dispatching-library pattern it matches.
+
+    A library is judged by its DT_SONAME, which is the same under every
+    name; only a file without one is judged by its name, so a cached
+    answer is shared only between names that match the same pattern.
+    """
+    from cpuguard.scan.knowledge import load_dispatch_knowledge
+
+    return load_dispatch_knowledge().library_pattern(os.path.basename(path)) or ""
 
 
 def _warm_up() -> None:
@@ -140,8 +153,9 @@ class _Scan:
             size = info.st_size
             if size == 0:
                 return self.done(FileScan(path, skipped="empty file"))
+            name_key = _name_key(path)
             known = self.cache.known_digest(info) if self.cache else None
-            cached = self.cache.get(known, path) if self.cache and known else None
+            cached = self.cache.get(known, path, name_key) if self.cache and known else None
             if cached is not None:
                 self.bytes_total += size
                 self.bytes_done += size
@@ -158,7 +172,7 @@ class _Scan:
                 return self.done(FileScan(path, size=size, skipped=_reason(exc)))
         finally:
             os.close(fd)
-        cached = self.cache.get(sha256, path) if self.cache else None
+        cached = self.cache.get(sha256, path, name_key) if self.cache else None
         if cached is not None and self.cache is not None:
             self.cache.remember_digest(info, sha256)
             self.bytes_total += size
@@ -166,7 +180,7 @@ class _Scan:
             return self.done(cached)
         self.results.append(None)
         self.bytes_total += size
-        return _Job(len(self.results) - 1, path, sha256, size, _identity(info), info)
+        return _Job(len(self.results) - 1, path, sha256, size, _identity(info), info, name_key)
 
     def finish(self, job: _Job, scan: FileScan) -> FileScan:
         try:
@@ -176,7 +190,7 @@ class _Scan:
         if changed:
             scan = FileScan(job.path, job.sha256, job.size, skipped=CHANGED)
         elif self.cache is not None:
-            self.cache.put(scan)
+            self.cache.put(scan, job.name_key)
             if scan.scanned:
                 self.cache.remember_digest(job.info, job.sha256)
         self.bytes_done += job.size
