@@ -9,8 +9,10 @@ and ``on_error``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from cpuguard import __version__
@@ -50,6 +52,8 @@ class HookResult:
     exit_code: int
     message: str  # one line for stderr; "" when there is nothing to say
     record: dict[str, Any]  # the audit log line
+    #: The same decision said for another view of this host (:func:`restate`); None for errors.
+    restate: Callable[[LocalHost], HookResult] | None = field(default=None, compare=False, repr=False)
 
     @property
     def blocked(self) -> bool:
@@ -141,6 +145,12 @@ def decide_event(event: Event, domain_xml: bytes, context: HookContext, local: L
             warnings=(*verdict.warnings, "config mode is warn: allowed, but the guest may fail"),
         )
     verdict = replace(verdict, notes=tuple(notes))
+    return _result(event, verdict, context, local, now)
+
+
+def _result(event: Event, verdict: Verdict, context: HookContext, local: LocalHost, now: datetime) -> HookResult:
+    """What the hook says and logs for ``verdict``; the snapshot's staleness changes only this."""
+    mode = context.config.mode
     inventory = inventory_warnings(context)
     message = _message(verdict, local, inventory)
     record = base_record(event, verdict.host, now, str(context.config.path) if context.config.path else None)
@@ -157,7 +167,8 @@ def decide_event(event: Event, domain_xml: bytes, context: HookContext, local: L
         policy=_version(context.policy_versions.get(event.vm)),
         snapshot=_snapshot_record(local),
     )
-    return HookResult(EXIT_BLOCK if verdict.outcome is Outcome.BLOCK else EXIT_ALLOW, message, record)
+    code = EXIT_BLOCK if verdict.outcome is Outcome.BLOCK else EXIT_ALLOW
+    return HookResult(code, message, record, partial(_result, event, verdict, context, now=now))
 
 
 def _snapshot_record(local: LocalHost) -> dict[str, Any]:

@@ -20,13 +20,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from cpuguard.hook.events import guarded_operation
+from cpuguard.hook.journal import PER_CALL
 
 if TYPE_CHECKING:
     from cpuguard.config import Config
@@ -187,6 +188,7 @@ def handle(
     started: float,
     answer_by: float | None = None,
     call: Call | None = None,
+    proc_stat: Path = Path("/proc/stat"),
 ) -> tuple[HookResult, Path | None, Callable[[], None] | None]:
     """Decide, following ``on_error`` when cpuguard fails. Returns the result, the audit log path
     (None: unknown, see :func:`fallback_audit_log`) and what remembers the decision, to be called
@@ -210,7 +212,7 @@ def handle(
 
             context = load_or_build(options.config, options.cache_dir)
             rearm(context.config.deadline_seconds, "deadline_seconds")
-            local = local_host(context, nodename=nodename)
+            local = local_host(context, nodename=nodename, proc_stat=proc_stat)
             result = decide_event(event, domain_xml, context, local, now())
     except ClientGaveUp:
         raise
@@ -253,7 +255,19 @@ def remember(
     from cpuguard.hook.audit import segments
     from cpuguard.hook.cache import RACY_SECONDS
     from cpuguard.hook.context import loaded_package_files
+    from cpuguard.hook.hostfacts import LocalHost, host_name, snapshot_time, stale_host
 
+    snapshot, version = context.snapshot, context.snapshot_version
+    if result.restate is None or snapshot is None or version is None:
+        return
+    # Said with a fresh and with a stale snapshot: whether it predates the boot is checked at answer time.
+    facts = replace(snapshot, name=host_name(context, nodename))
+    variants = []
+    for local in (LocalHost(facts, version), stale_host(facts, version, context.config, memo.BOOT_PLACEHOLDER)):
+        restated = result.restate(local)
+        restated.record.update({key: result.record[key] for key in PER_CALL})
+        variants.append(memo.Variant(restated.message, segments(restated.record)))
+    captured = snapshot_time(facts, version) - datetime(1970, 1, 1, tzinfo=UTC)
     inputs = [*context.inputs, *loaded_package_files(), *memo.fast_path_files()]
     with suppress(OSError):
         memo.store(
@@ -261,9 +275,10 @@ def remember(
             xml,
             nodename=nodename,
             exit_code=result.exit_code,
-            message=result.message,
+            captured_us=captured // timedelta(microseconds=1),
+            fresh=variants[0],
+            stale=variants[1],
             audit_log=str(audit_log),
-            segments=segments(result.record),
             inputs=inputs,
             now=now,
             racy_seconds=RACY_SECONDS,
@@ -313,6 +328,7 @@ def main(
     started: float | None = None,
     answer_by: float | None = None,
     answered: Callable[[int], None] | None = None,
+    proc_stat: Path = Path("/proc/stat"),
 ) -> int:
     """Run one hook call; returns the exit code (1 blocks the operation).
 
@@ -349,6 +365,7 @@ def main(
             started=started,
             answer_by=answer_by,
             call=remembered_call(argv if argv is not None else sys.argv[1:], options),
+            proc_stat=proc_stat,
         )
     except ClientGaveUp:
         from cpuguard.hook.client import DECIDE_YOURSELF

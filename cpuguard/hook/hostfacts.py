@@ -18,6 +18,8 @@ from cpuguard.records import HostFacts
 
 PROC_CPUINFO = Path("/proc/cpuinfo")
 PROC_STAT = Path("/proc/stat")
+#: How the stale-snapshot warning writes times (strftime, UTC); cpuguard.hook.memo.BOOT_FORMAT too.
+BOOT_FORMAT = "%Y-%m-%d %H:%M"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,17 @@ def snapshot_time(facts: HostFacts, version: FileVersion) -> datetime:
     return datetime.fromtimestamp(version.mtime, UTC)
 
 
+def stale_host(facts: HostFacts, version: FileVersion, config: Config, booted: str) -> LocalHost:
+    """This host with a snapshot captured before the last boot, ``booted`` as :data:`BOOT_FORMAT` writes
+    it (cpuguard.hook.memo puts a placeholder there, and the boot time in at answer time)."""
+    captured = snapshot_time(facts, version)
+    warning = (
+        f"host snapshot {config.host_facts} predates the last boot "
+        f"({captured:{BOOT_FORMAT}} < {booted} UTC): {_refresh_hint(config)}"
+    )
+    return LocalHost(facts, version, stale=True, warnings=(warning,))
+
+
 def _refresh_hint(config: Config) -> str:
     return f"refresh it with 'cpuguard host snapshot -o {config.host_facts}'"
 
@@ -71,11 +84,7 @@ def local_host(
         booted = boot_time(proc_stat)
         captured = snapshot_time(facts, context.snapshot_version)
         if booted is not None and captured < booted:
-            warning = (
-                f"host snapshot {config.host_facts} predates the last boot "
-                f"({captured:%Y-%m-%d %H:%M} < {booted:%Y-%m-%d %H:%M} UTC): {_refresh_hint(config)}"
-            )
-            return LocalHost(facts, context.snapshot_version, stale=True, warnings=(warning,))
+            return stale_host(facts, context.snapshot_version, config, f"{booted:{BOOT_FORMAT}}")
         return LocalHost(facts, context.snapshot_version)
 
     from cpuguard.hosts.cpuinfo import parse_cpuinfo

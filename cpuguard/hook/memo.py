@@ -11,7 +11,7 @@ only ``os``, ``fcntl`` and a hash.
 decision depended on is the same:
 
 * the call: VM, operation, the configuration file as named, this host's
-  node name and boot time (a snapshot's staleness depends on it);
+  node name;
 * the domain XML's decisive text (:func:`cpuguard.hook.xmlkey.decision_key`:
   ``<name>``, ``<os><type>``, ``<cpu>``, the root's ``type`` and namespace
   declarations), compared byte for byte -- a document that key cannot vouch
@@ -21,6 +21,16 @@ decision depended on is the same:
   cpuguard module loaded while deciding, by the same stat signature as the
   cache, with the same racy-clean rule: nothing is remembered while an input
   is younger than :data:`~cpuguard.hook.cache.RACY_SECONDS`.
+
+**Not the boot.** Whether the snapshot predates the last boot (``btime`` in
+/proc/stat) changes the message and the audit record (a warning,
+``"stale": true``), never the verdict; so the boot time is not part of the
+key, or every first decision after a reboot -- when a host starts all its
+VMs -- would take the full path. An entry keeps the snapshot's capture time
+and the answer twice: as given with a fresh snapshot, and with a stale one,
+where the boot time in the warning is a placeholder. At answer time the
+memo compares the capture time with ``btime``, as
+:func:`cpuguard.hook.hostfacts.local_host` does, and says the matching one.
 
 Only decisions are remembered, never errors (``on_error``), and not when the
 hook fell back to /proc/cpuinfo (read anew each time). A new context cache
@@ -47,12 +57,17 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = "/etc/cpuguard/config.yaml"
 DEFAULT_CACHE_DIR = "/var/cache/cpuguard"
-MAGIC = b"cpuguard-hook-memo-1"
+MAGIC = b"cpuguard-hook-memo-2"
 #: The audit line in pieces around its per-call fields (cpuguard.hook.journal.PER_CALL, five of them).
 SEGMENTS = 6
-#: The entry's fields before its (path, signature) pairs: magic, header, key (hex), exit code, message,
-#: audit log, then the segments.
-HEAD_FIELDS = 6 + SEGMENTS
+#: The entry's fields before its (path, signature) pairs: magic, header, key (hex), exit code, the
+#: snapshot's capture time (microseconds since the epoch), audit log, the message and the segments with a
+#: fresh snapshot, then both with a stale one (:data:`BOOT_PLACEHOLDER` standing for the boot time).
+HEAD_FIELDS = 6 + 2 * (1 + SEGMENTS)
+#: Stands for the last boot's time in the stale-snapshot variant of an answer (JSON needs no escape for it).
+BOOT_PLACEHOLDER = "{cpuguard-last-boot}"
+#: How cpuguard.hook.hostfacts writes the boot time in its warning (strftime, UTC).
+BOOT_FORMAT = "%Y-%m-%d %H:%M"
 #: The modules of the memo path, whose code a remembered decision also depends on.
 FAST_PATH_MODULES = ("client", "memo", "xmlkey", "journal")
 #: A memo directory with more entries than this is cleared before the next is added.
@@ -97,15 +112,28 @@ def parse_call(args: Sequence[str]) -> Call | None:
     return Call(values["--config"], cache_dir, words[0], _GUARDED[words[1]], f"{words[1]} {words[2]}")
 
 
-def boot_time(proc_stat: str = "/proc/stat") -> bytes:
-    """``btime`` of /proc/stat, or b"" (then the key still differs between boots only by it)."""
+def boot_time(proc_stat: str = "/proc/stat") -> int | None:
+    """``btime`` of /proc/stat in seconds, or None when unknown, read as
+    :func:`cpuguard.hook.hostfacts.boot_time` reads it (then no snapshot counts as stale)."""
     try:
         with open(proc_stat, "rb") as handle:
-            text = handle.read()
-    except OSError:
-        return b""
-    start = text.find(b"\nbtime ")
-    return text[start + 7 : text.find(b"\n", start + 1)] if start >= 0 else b""
+            for line in handle:
+                if line.startswith(b"btime "):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def stale_variant(captured_us: int, proc_stat: str = "/proc/stat") -> str | None:
+    """The last boot's time as the stale-snapshot warning writes it when the snapshot captured at
+    ``captured_us`` predates it; None when the snapshot is not stale."""
+    booted = boot_time(proc_stat)
+    if booted is None or captured_us >= booted * 1_000_000:
+        return None
+    import time
+
+    return time.strftime(BOOT_FORMAT, time.gmtime(booted))
 
 
 def config_tag(config: str) -> str:
@@ -123,9 +151,9 @@ def memo_dir(cache_dir: str, config: str) -> str:
     return os.path.join(cache_dir, config_tag(config) + ".memo")
 
 
-def make_key(call: Call, xml_key: bytes, *, nodename: str, boot: bytes) -> bytes:
+def make_key(call: Call, xml_key: bytes, *, nodename: str) -> bytes:
     fields = [call.vm, call.operation, call.libvirt, call.config, nodename]
-    return b"\0".join([*(os.fsencode(f) for f in fields), boot, xml_key])
+    return b"\0".join([*(os.fsencode(f) for f in fields), xml_key])
 
 
 def entry_name(key: bytes) -> str:
@@ -163,6 +191,14 @@ def read_trusted(path: str) -> bytes | None:
         os.close(fd)
 
 
+class Variant:
+    """What a decision says and logs: its message and its audit line in segments (cpuguard.hook.journal)."""
+
+    def __init__(self, message: str, segments: Sequence[bytes]) -> None:
+        self.message = message
+        self.segments = list(segments)
+
+
 class Remembered:
     """A decision found in the memo: what to say and what to log."""
 
@@ -185,7 +221,7 @@ def lookup(
     xml_key = decision_key(xml)
     if xml_key is None:
         return None
-    key = make_key(call, xml_key, nodename=nodename or os.uname().nodename, boot=boot_time(proc_stat))
+    key = make_key(call, xml_key, nodename=nodename or os.uname().nodename)
     data = read_trusted(os.path.join(memo_dir(call.cache_dir, call.config), entry_name(key)))
     if data is None:
         return None
@@ -198,8 +234,14 @@ def lookup(
     for index in range(0, len(pairs), 2):
         if signature(os.fsdecode(pairs[index])) != pairs[index + 1]:
             return None
-    remembered = Remembered(int(fields[3]), fields[4].decode(), os.fsdecode(fields[5]), fields[6:HEAD_FIELDS])
-    return call, remembered
+    booted = stale_variant(int(fields[4]), proc_stat)
+    if booted is None:
+        message, segments = fields[6], fields[7 : 7 + SEGMENTS]
+    else:
+        placeholder = BOOT_PLACEHOLDER.encode()
+        message = fields[7 + SEGMENTS].replace(placeholder, booted.encode())
+        segments = [s.replace(placeholder, booted.encode()) for s in fields[8 + SEGMENTS : HEAD_FIELDS]]
+    return call, Remembered(int(fields[3]), message.decode(), os.fsdecode(fields[5]), segments)
 
 
 def store(
@@ -208,30 +250,36 @@ def store(
     *,
     nodename: str,
     exit_code: int,
-    message: str,
+    captured_us: int,
+    fresh: Variant,
+    stale: Variant,
     audit_log: str,
-    segments: Sequence[bytes],
     inputs: Iterable[str],
     now: float,
     racy_seconds: float,
-    proc_stat: str = "/proc/stat",
 ) -> bool:
-    """Remember a decision (the full path's); False when it cannot be (see the module doc)."""
+    """Remember a decision (the full path's) as said with a fresh snapshot and with a stale one
+    (:data:`BOOT_PLACEHOLDER` for the boot time); False when it cannot be (see the module doc)."""
     from cpuguard.hook.xmlkey import decision_key
 
     if call.cache_dir is None:
         return False
     xml_key = decision_key(xml)
-    if xml_key is None or len(segments) != SEGMENTS:
+    if xml_key is None or len(fresh.segments) != SEGMENTS or len(stale.segments) != SEGMENTS:
         return False
+    placeholder = BOOT_PLACEHOLDER.encode()
+    fresh_text = [fresh.message.encode(), *fresh.segments]
+    stale_text = [stale.message.encode(), *stale.segments]
+    if any(placeholder in f for f in fresh_text) or not any(placeholder in f for f in stale_text):
+        return False  # the placeholder must stand for the boot time only: then replacing it is exact
     paths = list(dict.fromkeys(inputs))
     signatures = [signature(p) for p in paths]
     for sig in signatures:
         if sig != b"-" and max(int(n) for n in sig.split()[3:]) / 1e9 > now - racy_seconds:
             return False  # a file changed within one timestamp tick could keep its signature
-    key = make_key(call, xml_key, nodename=nodename, boot=boot_time(proc_stat))
-    fields = [MAGIC, header(), key.hex().encode(), str(exit_code).encode(), message.encode(), os.fsencode(audit_log)]
-    fields += segments
+    key = make_key(call, xml_key, nodename=nodename)
+    fields = [MAGIC, header(), key.hex().encode(), str(exit_code).encode(), str(captured_us).encode()]
+    fields += [os.fsencode(audit_log), *fresh_text, *stale_text]
     for path, sig in zip(paths, signatures, strict=True):
         fields += [os.fsencode(path), sig]
     if any(b"\0" in field for field in fields):
@@ -277,14 +325,16 @@ def fast_path_files() -> list[str]:
     return [os.path.join(here, f"{name}.py") for name in FAST_PATH_MODULES]
 
 
-def answer(args: Sequence[str], xml: bytes, *, started: float, err: IO[str] | None = None) -> int | None:
+def answer(
+    args: Sequence[str], xml: bytes, *, started: float, err: IO[str] | None = None, proc_stat: str = "/proc/stat"
+) -> int | None:
     """The whole memo path for the client: the exit code after logging and saying the remembered
     decision, or None when the full path must decide (nothing was written then)."""
     import time
 
     try:
-        found = lookup(args, xml)
-    except (OSError, ValueError, IndexError):
+        found = lookup(args, xml, proc_stat=proc_stat)
+    except (OSError, ValueError, IndexError, OverflowError):
         return None  # an unreadable or damaged entry: the full path decides (and rewrites it)
     if found is None:
         return None

@@ -132,3 +132,12 @@ def test_a_trusted_inputs_directories_are_watched_too(tmp_path: Path) -> None:
     assert chains[: len(tmp_path.parts) + 1] == [str(tmp_path / "etc"), *map(str, [tmp_path, *tmp_path.parents])]
     assert str(real) in chains
     assert chains.count("/") == 1
+
+
+def test_a_reboot_alone_keeps_the_cached_context(site: HookSite) -> None:
+    """Nothing in the context depends on the boot: whether the snapshot predates it is judged per call
+    (cpuguard.hook.hostfacts.local_host), so the cache key holds no file a boot replaces."""
+    context = build_context(site.config)
+    volatile = ("/proc/", "/sys/", "/run/", "/dev/")
+    assert [i for i in context.inputs if i.startswith(volatile)] == []
+    assert not any("btime" in repr(value) or "boot" in name for name, value in vars(context).items())

@@ -118,15 +118,90 @@ def test_any_change_to_an_input_forgets(site: HookSite, change: Callable[[HookSi
     assert lookup(site) is None
 
 
-def test_another_call_node_or_boot_is_another_question(site: HookSite, tmp_path: Path) -> None:
+def test_another_call_or_node_is_another_question(site: HookSite) -> None:
     decide(site)
     assert lookup(site) is not None
     assert memo.lookup(args(site, operation="restore"), DB01) is None
     assert memo.lookup(args(site, vm="db02"), DB01) is None
     assert lookup(site, nodename="elsewhere") is None
-    rebooted = tmp_path / "stat"
-    rebooted.write_text("cpu  1 2 3\nbtime 1\nprocesses 9\n")
-    assert lookup(site, proc_stat=str(rebooted)) is None
+
+
+def proc_stat(tmp_path: Path, btime: int | None, name: str) -> Path:
+    path = tmp_path / name
+    path.write_text("cpu  1 2 3\n" + (f"btime {btime}\n" if btime is not None else "") + "processes 9\n")
+    return path
+
+
+#: Boot times relative to the snapshot's capture (now): long before it, and an hour and a day after it.
+EARLY, LATE, LATER = "early", "late", "later"
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        pytest.param(EARLY, LATE, id="snapshot-becomes-stale"),
+        pytest.param(LATE, EARLY, id="snapshot-becomes-fresh"),
+        pytest.param(LATE, LATER, id="stale-another-boot"),
+        pytest.param(EARLY, None, id="boot-unknown"),
+        pytest.param(None, LATE, id="boot-known-again"),
+    ],
+)
+def test_a_reboot_is_answered_from_the_memo_as_the_full_path_would(
+    site: HookSite, tmp_path: Path, before: str | None, after: str | None
+) -> None:
+    """The boot time is not part of the key (a rebooting host starts all its VMs), but the stale-snapshot
+    warning and the record's ``stale`` follow the boot exactly as a full decision's do."""
+    now = int(datetime.now(UTC).timestamp())
+    boots = {EARLY: 1_000_000, LATE: now + 3600, LATER: now + 86400, None: None}
+    first, second = proc_stat(tmp_path, boots[before], "before"), proc_stat(tmp_path, boots[after], "after")
+    decide(site, proc_stat=first)
+    assert len(memo_entries(site)) == 1
+    err = io.StringIO()
+    code = memo.answer(args(site), DB01, started=0.0, err=err, proc_stat=str(second))
+    assert code == 1
+    full_err = io.StringIO()
+    options = site.options(cache=False)
+    full = main([*options, "--", "db01", "migrate", "begin", "-"], stdin=io.BytesIO(DB01), stderr=full_err,
+                proc_stat=second)  # fmt: skip
+    assert (code, err.getvalue()) == (full, full_err.getvalue())
+    _, remembered, decided = site.records()
+    assert remembered["decided_in"] == "memo"
+    assert {key for key in remembered if remembered[key] != decided[key]} <= set(journal.PER_CALL)
+    stale = after in (LATE, LATER)
+    assert remembered["snapshot"]["stale"] is stale
+    booted = datetime.fromtimestamp(boots[after] or 0, UTC)
+    warning = f"host snapshot {site.snapshot} predates the last boot ("
+    assert any(w.startswith(warning) for w in remembered["warnings"]) is stale
+    assert (f"< {booted:%Y-%m-%d %H:%M} UTC): refresh it" in err.getvalue()) is stale
+    assert memo.BOOT_PLACEHOLDER not in err.getvalue() + json.dumps(remembered)
+
+
+def test_a_remembered_quiet_allow_warns_once_the_snapshot_predates_the_boot(site: HookSite, tmp_path: Path) -> None:
+    web01 = model_xml("web01", "Westmere")
+    assert decide(site, web01, "web01", proc_stat=proc_stat(tmp_path, 1_000_000, "early")) == 0
+    assert recall(site, web01, "web01") == (0, "")
+    rebooted = proc_stat(tmp_path, int(datetime.now(UTC).timestamp()) + 60, "late")
+    err = io.StringIO()
+    assert memo.answer(args(site, "web01"), web01, started=0.0, err=err, proc_stat=str(rebooted)) == 0
+    assert err.getvalue().startswith("cpuguard: ALLOW web01 on old-node (live)")
+    assert f"; host snapshot {site.snapshot} predates the last boot (" in err.getvalue()
+    assert [r["decided_in"] for r in site.records()] == ["hook", "memo", "memo"]
+
+
+def test_the_boot_time_is_read_as_the_full_path_reads_it(tmp_path: Path) -> None:
+    from cpuguard.hook import hostfacts
+
+    assert memo.BOOT_FORMAT == hostfacts.BOOT_FORMAT
+    for text in ("btime 1700000000\n", "cpu 1\nbtime  1700000000 \nx 2\n", "btime\n", "btime x\n", "cpu 1\n", ""):
+        path = tmp_path / "stat"
+        path.write_text(text)
+        full = hostfacts.boot_time(path)
+        assert memo.boot_time(str(path)) == (int(full.timestamp()) if full else None), text
+    assert memo.boot_time(str(tmp_path / "missing")) is None
+    assert memo.stale_variant(1_699_999_999_999_999, str(path.with_name("x"))) is None
+    path.write_text("btime 1700000000\n")
+    assert memo.stale_variant(1_699_999_999_999_999, str(path)) == "2023-11-14 22:13"
+    assert memo.stale_variant(1_700_000_000_000_000, str(path)) is None  # captured at the boot: not stale
 
 
 def test_cpuguards_own_code_is_part_of_what_is_remembered(site: HookSite) -> None:
