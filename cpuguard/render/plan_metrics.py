@@ -24,14 +24,24 @@ def render_metrics(figures: FleetFigures) -> str:
             text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
             out.append(f"{name}{{{text}}} {_number(value)}" if text else f"{name} {_number(value)}")
 
+    # Only labels that stay with the VM: where it runs and its policy mode change with a migration or an
+    # edit, and a series whose labels change is a new series to Prometheus (an alert's "for:" restarts,
+    # rates and history break). Those go into an info metric to join on vm:
+    # https://prometheus.io/docs/practices/naming/#labels and
+    # https://prometheus.io/docs/concepts/metric_types/ ("info" metrics in OpenMetrics).
     family(
         "cpuguard_vm_targets",
         "Other hosts that could take the VM, by kind of move (live migration or cold restart).",
         [
-            ({"vm": v.vm, "host": v.host, "move": move, "mode": v.mode}, count)
+            ({"vm": v.vm, "move": move}, count)
             for v in figures.vms
             for move, count in (("live", v.live_targets), ("cold", v.cold_targets))
         ],
+    )
+    family(
+        "cpuguard_vm_info",
+        "Always 1: where the VM runs (inventory) and its policy mode; join on vm.",
+        [({"vm": v.vm, "host": v.host, "mode": v.mode}, 1) for v in figures.vms],
     )
     family("cpuguard_vms_stranded", "VMs that no other host could take by a live move.", [({}, figures.stranded)])
     family(

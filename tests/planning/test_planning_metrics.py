@@ -45,10 +45,14 @@ def test_example_fleet_metrics(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     families = parse_exposition(target.read_text(encoding="utf-8"))
     samples = dict(families["cpuguard_vm_targets"])
-    assert samples['cpuguard_vm_targets{vm="pbx01",host="new-node",move="live",mode="enforce"}'] == 0
-    assert samples['cpuguard_vm_targets{vm="pbx01",host="new-node",move="cold",mode="enforce"}'] == 0
-    assert samples['cpuguard_vm_targets{vm="db01",host="new-node",move="cold",mode="enforce"}'] == 1
-    assert samples['cpuguard_vm_targets{vm="ci01",host="old-node",move="live",mode="enforce"}'] == 2
+    assert samples['cpuguard_vm_targets{vm="pbx01",move="live"}'] == 0
+    assert samples['cpuguard_vm_targets{vm="pbx01",move="cold"}'] == 0
+    assert samples['cpuguard_vm_targets{vm="db01",move="cold"}'] == 1
+    assert samples['cpuguard_vm_targets{vm="ci01",move="live"}'] == 2
+    info = dict(families["cpuguard_vm_info"])
+    assert info['cpuguard_vm_info{vm="pbx01",host="new-node",mode="enforce"}'] == 1
+    assert info['cpuguard_vm_info{vm="ci01",host="old-node",mode="enforce"}'] == 1
+    assert len(info) == len(samples) / 2 and set(info.values()) == {1}
     assert families["cpuguard_vms_stranded"] == [("cpuguard_vms_stranded", 1.0)]
     assert dict(families["cpuguard_host_level"]) == {
         'cpuguard_host_level{host="mid-node"}': 3,
@@ -83,5 +87,26 @@ def test_label_values_are_escaped(knowledge: Knowledge) -> None:
         (VmFigures('we"ird\\vm', "h\n1", 0, 1, "enforce"),), (), (), datetime(2026, 1, 1, tzinfo=UTC)
     )
     text = render_metrics(figures)
-    assert 'vm="we\\"ird\\\\vm",host="h\\n1"' in text
+    assert 'cpuguard_vm_info{vm="we\\"ird\\\\vm",host="h\\n1",mode="enforce"} 1\n' in text
     parse_exposition(text)
+
+
+def test_a_migration_or_a_mode_change_keeps_the_target_series() -> None:
+    """Prometheus identifies a series by its labels: the target counts must keep theirs when a VM moves
+    or its policy changes mode, so that alerts (for:) and history carry on; only the info series changes."""
+    from cpuguard.planning.metrics import FleetFigures, VmFigures
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    before = FleetFigures((VmFigures("db01", "node1", 2, 3, "enforce"),), (), (), when)
+    after = FleetFigures((VmFigures("db01", "node2", 2, 3, "warn"),), (), (), when)
+    families = [parse_exposition(render_metrics(f)) for f in (before, after)]
+    assert (
+        families[0]["cpuguard_vm_targets"]
+        == families[1]["cpuguard_vm_targets"]
+        == [
+            ('cpuguard_vm_targets{vm="db01",move="live"}', 2),
+            ('cpuguard_vm_targets{vm="db01",move="cold"}', 3),
+        ]
+    )
+    assert families[0]["cpuguard_vm_info"] == [('cpuguard_vm_info{vm="db01",host="node1",mode="enforce"}', 1)]
+    assert families[1]["cpuguard_vm_info"] == [('cpuguard_vm_info{vm="db01",host="node2",mode="warn"}', 1)]
