@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cpuguard.errors import BadInput, UnknownName
 from cpuguard.records import HostFacts, Move
+
+if TYPE_CHECKING:
+    from cpuguard.planning.records import ReportMeta
 
 FORMAT_NAMES = ("text", "json", "junit", "markdown", "html")
 SUFFIXES = {".txt": "text", ".json": "json", ".xml": "junit", ".md": "markdown", ".html": "html", ".htm": "html"}
@@ -41,11 +44,39 @@ RENDERERS = {
 }
 
 
-def renderer(kind: str, fmt: str) -> Callable[[Any], str]:
+#: Formats whose reports say when, from what and by which cpuguard they were made (ReportMeta).
+WITH_META = ("junit", "markdown", "html")
+
+
+def renderer(kind: str, fmt: str, meta: ReportMeta | None = None) -> Callable[[Any], str]:
     module_name, _, function = RENDERERS[(kind, fmt)].partition(":")
     module = importlib.import_module(f"cpuguard.render.{module_name}")
-    result: Callable[[Any], str] = getattr(module, function)
-    return result
+    render: Callable[..., str] = getattr(module, function)
+    if fmt in WITH_META:
+        return lambda result: render(result, meta=meta)
+    return render
+
+
+def report_meta(inventory: Path | None, hosts: Mapping[str, HostFacts], host_count: int, vm_count: int) -> ReportMeta:
+    """What a report was made from, and now: ``hosts`` the readable hosts (their capture times)."""
+    from datetime import UTC, datetime
+
+    from cpuguard import __version__
+    from cpuguard.planning.records import ReportMeta
+
+    times = sorted(
+        when if when.tzinfo else when.replace(tzinfo=UTC)
+        for when in (facts.captured_at for facts in hosts.values())
+        if when is not None
+    )
+    return ReportMeta(
+        generated_at=datetime.now(UTC),
+        cpuguard_version=__version__,
+        inventory=str(inventory) if inventory is not None else None,
+        hosts=host_count,
+        vms=vm_count,
+        captured=(times[0], times[-1]) if times else None,
+    )
 
 
 def report_format(path: Path) -> str:
@@ -56,14 +87,14 @@ def report_format(path: Path) -> str:
     return fmt
 
 
-def emit(kind: str, result: object, fmt: str, reports: Sequence[Path]) -> None:
+def emit(kind: str, result: object, fmt: str, reports: Sequence[Path], meta: ReportMeta | None = None) -> None:
     """Print ``result`` in ``fmt`` and write each ``--report`` file (format from its suffix)."""
     from cpuguard.hosts.snapshot import write_atomically
 
     formats = [report_format(path) for path in reports]  # refuse a bad name before writing anything
     for path, report_fmt in zip(reports, formats, strict=True):
-        write_atomically(path, renderer(kind, report_fmt)(result))
-    click.echo(renderer(kind, fmt)(result), nl=False)
+        write_atomically(path, renderer(kind, report_fmt, meta)(result))
+    click.echo(renderer(kind, fmt, meta)(result), nl=False)
 
 
 def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -179,7 +210,9 @@ def evacuate_cmd(
         move=Move.LIVE if live else Move.COLD,
         problems=fleet.problems,
     )
-    emit("evacuation", result, fmt, reports)
+    named = set(fleet.host_entries) | set(hosts)
+    meta = report_meta(fleet.inventory, hosts, len(named), len(fleet.vms))
+    emit("evacuation", result, fmt, reports, meta)
     raise SystemExit(exit_code(bool(result.stranded), result.complete))
 
 
@@ -198,7 +231,8 @@ def matrix_cmd(
 
     fleet = _load(policies, inventory, timeout)
     result = compute_matrix(list(fleet.vms.values()), fleet.hosts, load_knowledge(), problems=fleet.problems)
-    emit("matrix", result, fmt, reports)
+    meta = report_meta(fleet.inventory, fleet.hosts, len(fleet.host_entries), len(fleet.vms))
+    emit("matrix", result, fmt, reports, meta)
     raise SystemExit(exit_code(bool(result.stranded), result.complete))
 
 
@@ -253,7 +287,10 @@ def baseline_cmd(
         chosen.update({n: fleet.hosts[n] for n in wanted if n in fleet.hosts})
         problems = [p for p in fleet.problems if p.kind == "host" and p.name in wanted]
     result = cluster_baseline(chosen, load_knowledge(), problems=problems)
-    emit("baseline", result, fmt, reports)
+    inventory_path = fleet.inventory if fleet is not None else None
+    vm_count = len(fleet.vms) if fleet is not None else 0
+    meta = report_meta(inventory_path, chosen, len(chosen) + len(problems), vm_count)
+    emit("baseline", result, fmt, reports, meta)
     raise SystemExit(2 if problems else 0)
 
 

@@ -4,9 +4,45 @@ a problem with one item) and results (evacuation plans, baselines)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from cpuguard.policy import VmPolicy
 from cpuguard.records import Domain, Move, Verdict
+
+
+@dataclass(frozen=True)
+class ReportMeta:
+    """What a report was made from and when, for the reader of a report file (renderers never read the
+    clock or the files: the CLI fills this in). ``captured`` is the oldest and newest capture time of
+    the hosts' facts, None when no host's facts carry one."""
+
+    generated_at: datetime
+    cpuguard_version: str
+    inventory: str | None  # the inventory file; None when every host came from a source argument
+    hosts: int
+    vms: int
+    captured: tuple[datetime, datetime] | None = None
+
+    def items(self) -> list[tuple[str, str]]:
+        """(what, value) in reading order, as every report format shows them."""
+        items = [
+            ("Generated", _utc(self.generated_at)),
+            ("cpuguard version", self.cpuguard_version),
+            ("Inventory", self.inventory or "none (hosts given on the command line)"),
+            ("Hosts", str(self.hosts)),
+            ("VMs", str(self.vms)),
+        ]
+        if self.captured is not None:
+            oldest, newest = self.captured
+            span = _utc(oldest) if oldest == newest else f"{_utc(oldest)} to {_utc(newest)}"
+            items.append(("Host facts captured", span))
+        return items
+
+
+def _utc(when: datetime) -> str:
+    from datetime import UTC
+
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @dataclass(frozen=True, order=True)

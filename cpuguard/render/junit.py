@@ -8,16 +8,34 @@ never looks green. Format: the widely used Ant/Jenkins JUnit schema
 
 from __future__ import annotations
 
+from datetime import UTC
 from xml.etree.ElementTree import Element, SubElement, indent, tostring
 
 from cpuguard.planning.matrix import Matrix
-from cpuguard.planning.records import Baseline, EvacuationPlan, Problem
+from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, ReportMeta
 from cpuguard.records import Move
 from cpuguard.render.plan_text import _rejection, baseline_xml, render_baseline_text
 
+#: ReportMeta.items() -> testsuite property names (dotted, as CI tools show other tools' properties).
+_PROPERTIES = {
+    "Generated": "cpuguard.generated_at",
+    "cpuguard version": "cpuguard.version",
+    "Inventory": "cpuguard.inventory",
+    "Hosts": "cpuguard.hosts",
+    "VMs": "cpuguard.vms",
+    "Host facts captured": "cpuguard.facts_captured",
+}
 
-def _suite(root: Element, name: str) -> Element:
-    return SubElement(root, "testsuite", name=name)
+
+def _suite(root: Element, name: str, meta: ReportMeta | None) -> Element:
+    suite = SubElement(root, "testsuite", name=name)
+    if meta is not None:
+        # <properties> comes first in a testsuite; the Ant/Jenkins schema's timestamp has no time zone: UTC.
+        suite.set("timestamp", meta.generated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        properties = SubElement(suite, "properties")
+        for what, value in meta.items():
+            SubElement(properties, "property", name=_PROPERTIES[what], value=value)
+    return suite
 
 
 def _finish(root: Element) -> str:
@@ -44,9 +62,9 @@ def _problem_cases(suite: Element, classname: str, problems: tuple[Problem, ...]
         error.text = problem.describe()
 
 
-def render_evacuation_junit(plan: EvacuationPlan) -> str:
+def render_evacuation_junit(plan: EvacuationPlan, meta: ReportMeta | None = None) -> str:
     root = Element("testsuites", name="cpuguard plan evacuate")
-    suite = _suite(root, f"evacuate {plan.host} ({plan.move.value})")
+    suite = _suite(root, f"evacuate {plan.host} ({plan.move.value})", meta)
     classname = f"cpuguard.evacuate.{plan.host}"
     for vm in sorted(plan.vms, key=lambda v: v.vm):
         case = SubElement(suite, "testcase", classname=classname, name=vm.vm)
@@ -70,9 +88,9 @@ def render_evacuation_junit(plan: EvacuationPlan) -> str:
     return _finish(root)
 
 
-def render_matrix_junit(matrix: Matrix) -> str:
+def render_matrix_junit(matrix: Matrix, meta: ReportMeta | None = None) -> str:
     root = Element("testsuites", name="cpuguard plan matrix")
-    suite = _suite(root, "VM x host matrix (live)")
+    suite = _suite(root, "VM x host matrix (live)", meta)
     for vm in matrix.vms:
         case = SubElement(suite, "testcase", classname=f"cpuguard.matrix.{vm.host or 'unplaced'}", name=vm.name)
         if vm.live_targets == 0:
@@ -86,9 +104,9 @@ def render_matrix_junit(matrix: Matrix) -> str:
     return _finish(root)
 
 
-def render_baseline_junit(baseline: Baseline) -> str:
+def render_baseline_junit(baseline: Baseline, meta: ReportMeta | None = None) -> str:
     root = Element("testsuites", name="cpuguard baseline")
-    suite = _suite(root, f"baseline of {', '.join(baseline.hosts)}")
+    suite = _suite(root, f"baseline of {', '.join(baseline.hosts)}", meta)
     case = SubElement(suite, "testcase", classname="cpuguard.baseline", name="baseline")
     out = SubElement(case, "system-out")
     out.text = render_baseline_text(baseline) if baseline.model else baseline_xml(baseline)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from cpuguard.planning.matrix import Matrix
-from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, is_safe
+from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, ReportMeta, is_safe
 from cpuguard.records import Move
 from cpuguard.render.plan_text import GRID_MAX_HOSTS, baseline_xml
 
@@ -20,7 +20,13 @@ def _problems(problems: tuple[Problem, ...]) -> list[str]:
     return ["", "### Incomplete: items that could not be read", ""] + [f"- {_cell(p.describe())}" for p in problems]
 
 
-def render_evacuation_markdown(plan: EvacuationPlan) -> str:
+def _meta(meta: ReportMeta | None) -> list[str]:
+    if meta is None:
+        return []
+    return ["", "---", "", "; ".join(f"{what}: {_cell(value)}" for what, value in meta.items())]
+
+
+def render_evacuation_markdown(plan: EvacuationPlan, meta: ReportMeta | None = None) -> str:
     stranded = plan.stranded
     lines = [f"## Evacuating `{plan.host}` ({plan.move.value} moves)", ""]
     if stranded:
@@ -46,11 +52,11 @@ def render_evacuation_markdown(plan: EvacuationPlan) -> str:
             f"| `{_cell(vm.vm)}` | {_cell(safe)} | {_cell(', '.join(vm.cold_only) or '-')} "
             f"| {'<br>'.join(_cell(r) for r in reasons) or '-'} |"
         )
-    lines += _problems(plan.problems)
+    lines += _problems(plan.problems) + _meta(meta)
     return "\n".join(lines) + "\n"
 
 
-def render_matrix_markdown(matrix: Matrix) -> str:
+def render_matrix_markdown(matrix: Matrix, meta: ReportMeta | None = None) -> str:
     lines = [f"## VM × host matrix: {len(matrix.vms)} VMs, {len(matrix.hosts)} hosts", ""]
     stranded = matrix.stranded
     if stranded:
@@ -76,11 +82,11 @@ def render_matrix_markdown(matrix: Matrix) -> str:
         lines += ["| VM | Host | Live targets | Cold targets |", "| --- | --- | --- | --- |"]
         for vm in matrix.vms:
             lines.append(f"| `{_cell(vm.name)}` | {_cell(vm.host or '?')} | {vm.live_targets} | {vm.cold_targets} |")
-    lines += _problems(matrix.problems)
+    lines += _problems(matrix.problems) + _meta(meta)
     return "\n".join(lines) + "\n"
 
 
-def render_baseline_markdown(baseline: Baseline) -> str:
+def render_baseline_markdown(baseline: Baseline, meta: ReportMeta | None = None) -> str:
     extras = [f"+ {', '.join(baseline.extra)}"] if baseline.extra else []
     extras += [f"- {', '.join(baseline.disabled)}"] if baseline.disabled else []
     lines = [
@@ -100,5 +106,5 @@ def render_baseline_markdown(baseline: Baseline) -> str:
     if baseline.held_back:
         lines += ["", "| Hosts lacking | Features the others have |", "| --- | --- |"]
         lines += [f"| {_cell(', '.join(h))} | {_cell(', '.join(f))} |" for h, f in baseline.held_back]
-    lines += _problems(baseline.problems)
+    lines += _problems(baseline.problems) + _meta(meta)
     return "\n".join(lines) + "\n"
