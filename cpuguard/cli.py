@@ -21,10 +21,11 @@ FORMATS = click.Choice(["text", "json"])
 
 
 def _fleet(policies: Path | None):  # type: ignore[no-untyped-def]
-    from cpuguard.fleet import Fleet, find_policies_dir
+    from cpuguard.fleet import Fleet, find_policies
     from cpuguard.knowledge import load_knowledge
 
-    return Fleet.load(find_policies_dir(policies), load_knowledge())
+    directory, fallback = find_policies(policies)
+    return Fleet.load(directory, load_knowledge(), fallback=fallback)
 
 
 policies_option = click.option(

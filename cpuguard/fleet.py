@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cpuguard.config import DEFAULT_CONFIG, read_config
@@ -43,27 +43,37 @@ def find_policies_dir(
 ) -> Path:
     """--policies, else $CPUGUARD_POLICIES, else the config file's ``policies``,
     else ./policies, else the example fleet shipped with cpuguard."""
+    return find_policies(explicit, environ, config_path, cwd)[0]
+
+
+def find_policies(
+    explicit: Path | None,
+    environ: Mapping[str, str] = os.environ,
+    config_path: Path = DEFAULT_CONFIG,
+    cwd: Path | None = None,
+) -> tuple[Path, bool]:
+    """(policies directory, whether it is the example fleet used for want of any other)."""
     cwd = cwd or Path.cwd()
     if explicit is not None:
         if not explicit.is_dir():
             raise BadInput(explicit, "policies directory does not exist")
-        return explicit
+        return explicit, False
     if environ.get("CPUGUARD_POLICIES"):
         path = Path(environ["CPUGUARD_POLICIES"])
         if not path.is_dir():
             raise BadInput(path, "CPUGUARD_POLICIES: directory does not exist")
-        return path
+        return path, False
     if config_path.exists():
-        return read_config(config_path).policies
+        return read_config(config_path).policies, False
     local = cwd / "policies"
     if (local / INVENTORY_NAME).exists() or (local / "vms").is_dir():
-        return pretty_path(local, cwd)
+        return pretty_path(local, cwd), False
     if not (EXAMPLE_POLICIES / INVENTORY_NAME).exists():  # an installed wheel has no example fleet
         raise BadInput(
             None,
             f"no policies directory: give --policies DIR, set CPUGUARD_POLICIES, or set 'policies:' in {config_path}",
         )
-    return pretty_path(EXAMPLE_POLICIES, cwd)
+    return pretty_path(EXAMPLE_POLICIES, cwd), True
 
 
 def is_example_fleet(policies_dir: Path) -> bool:
@@ -75,10 +85,12 @@ class Fleet:
     knowledge: Knowledge
     inventory: Inventory
     _hosts: dict[str, HostFacts]
+    fallback: bool = False  # the example fleet, used because nothing else was configured
+    notes: list[str] = field(default_factory=list)  # what gathering the inputs had to say
 
     @classmethod
-    def load(cls, policies_dir: Path, knowledge: Knowledge) -> Fleet:
-        return cls(knowledge, read_inventory(policies_dir), {})
+    def load(cls, policies_dir: Path, knowledge: Knowledge, *, fallback: bool = False) -> Fleet:
+        return cls(knowledge, read_inventory(policies_dir), {}, fallback)
 
     def host(self, spec: str) -> HostFacts:
         """An inventory host by name, or any host SOURCE."""
@@ -86,6 +98,8 @@ class Fleet:
             return self._hosts[spec]
         entry = self.inventory.hosts.get(spec)
         if entry is not None:
+            if not is_uri(entry.source) and ":" not in entry.source and not Path(entry.source).exists():
+                raise BadInput(self.inventory.path, f"facts file of host {entry.name!r} does not exist: {entry.source}")
             facts = resolve_host(entry.source, self.knowledge, name=entry.name)
         else:
             if not looks_like_source(spec):
@@ -127,7 +141,11 @@ class Fleet:
             # A domain XML from elsewhere takes the policy of its name only from a fleet the user
             # chose: the bundled example fleet must not lend its policies to unrelated domains.
             inside = path.resolve().is_relative_to(policies.resolve())
-            if is_example_fleet(policies) and not inside:
+            if self.fallback and not inside:
+                self.notes.append(
+                    f"no policy applied: the bundled example fleet lends no policy to {path}; "
+                    "give --policies DIR to use your fleet's"
+                )
                 return domain.name, domain, None, None
             current = self.inventory.vms.get(domain.name)
             return (
@@ -152,6 +170,8 @@ def requirements_for(
     source_name = source_spec or current
     source = fleet.host(source_name) if source_name else None
     req = build_requirements(name, domain, policy, move, fleet.knowledge, source_host=source)
+    if fleet.notes:
+        req = replace(req, notes=(*req.notes, *fleet.notes))
     return req, source_name
 
 
@@ -171,7 +191,9 @@ def check_binaries(fleet: Fleet, paths: list[Path], host_spec: str, *, use_cache
     report = scan_paths(paths) if use_cache else scan_paths(paths, cache_dir=None)
     scanned = report.scanned
     if not scanned:
-        reasons = "; ".join(f"{f.path}: {f.skipped}" for f in report.skipped) or "no files found"
+        skipped = [f"{f.path}: {f.skipped}" for f in report.skipped]
+        reasons = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        reasons = reasons or "no files found"
         raise BadInput(None, f"nothing could be scanned ({reasons})")
     binaries = [
         BinaryNeeds(f.path, f.sha256, report.scanned_at, f.level, f.required, f.dispatched, f.notes) for f in scanned

@@ -98,6 +98,7 @@ class Requirements:
     subject: str = "vm"  # vm | binaries (what `vm` names)
     policy: str | None = None  # the policy file that applied, if any
     current_host: str | None = None  # where the VM runs now, if known
+    unchecked: tuple[str, ...] = ()  # what could not be checked: an allow becomes a warn
 
     @property
     def features(self) -> frozenset[str]:

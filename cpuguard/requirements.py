@@ -63,6 +63,7 @@ def build_requirements(
     needs: list[Need] = _policy_needs(policy) if policy else []
     forbidden: list[Need] = []
     notes: list[str] = []
+    unchecked: list[str] = []
     vendor: str | None = None
     arch = domain.arch if domain else (source_host.arch if source_host else "x86_64")
     if domain is not None:
@@ -87,9 +88,14 @@ def build_requirements(
             seen = knowledge.cpu_map.features_of(cpu.model) & guest_visible(source_host.flags, knowledge)
             origin = Origin("live", f"the running guest sees it now (QEMU's default {cpu.model} on {source_host.name})")
             needs.extend(Need(f, origin) for f in sorted(seen))
-        if move is Move.LIVE and cpu.mode in ("host-passthrough", "maximum", "host-model"):
+        if move is Move.LIVE and cpu.mode == "host-model" and cpu.model and x86:
+            # a running host-model guest's XML carries the CPU libvirt expanded for it at start
+            origin = Origin("live", f"the running guest sees it now (host-model expanded to {cpu.model}, {where})")
+            seen = knowledge.cpu_map.features_of(cpu.model) - cpu.disabled - knowledge.vocabulary.hypervisor_provided
+            needs.extend(Need(f, origin) for f in sorted(seen))
+        elif move is Move.LIVE and cpu.mode in ("host-passthrough", "maximum", "host-model"):
             if source_host is None:
-                notes.append(
+                unchecked.append(
                     f"live rule only partly applied: {cpu.mode} guest and its current host is unknown, "
                     "so the features it sees now could not be checked"
                 )
@@ -128,6 +134,7 @@ def build_requirements(
         notes=tuple(notes),
         policy=policy.source if policy else None,
         current_host=source_host.name if source_host is not None else None,
+        unchecked=tuple(unchecked),
     )
 
 

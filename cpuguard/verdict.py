@@ -61,7 +61,10 @@ def decide(
     problems = _problems(req, host)
     warnings: list[str] = []
     notes = list(req.notes)
-    if not missing and not forbidden and not problems:
+    if not missing and not forbidden and not problems and req.unchecked:
+        outcome = Outcome.WARN  # nothing found missing, but not everything could be checked
+        warnings.extend(req.unchecked)
+    elif not missing and not forbidden and not problems:
         outcome = Outcome.ALLOW
     elif problems:
         outcome = Outcome.BLOCK  # a move across architectures or vendors never works
@@ -73,6 +76,8 @@ def decide(
         notes.append("policy mode is off: missing features reported but not enforced")
     else:
         outcome = Outcome.BLOCK
+    if outcome is not Outcome.WARN or not set(req.unchecked) <= set(warnings):
+        notes.extend(req.unchecked)
     hints: list[str] = []
     if outcome is not Outcome.ALLOW and alternatives:
         hints = sorted(

@@ -280,3 +280,29 @@ def test_snapshot_prefers_domcapabilities_when_both_are_given(tmp_path: Path) ->
         snapshot = json.loads(out.read_text())
         assert snapshot["source"] == f"domcapabilities:{domcaps}"
         assert snapshot["notes"] == [f"preferred over capabilities:{caps}"]
+
+
+def test_review_findings_on_host_inputs(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "inventory.yaml").write_text("hosts:\n  gone: {facts: hosts/gone.json}\n")
+    missing = run_cpuguard("host", "show", "gone", "--policies", str(policies))
+    assert missing.returncode == 2
+    assert "facts file of host 'gone' does not exist" in missing.stderr
+    future = tmp_path / "future.json"
+    future.write_text('{"cpuguard_snapshot": 99, "somethingnew": true}')
+    assert "unsupported snapshot format 99" in run_cpuguard("host", "show", str(future)).stderr
+    snap = tmp_path / "wsm.json"
+    run_cpuguard("host", "snapshot", "--from", "model:Westmere", "--name", "oldbox", "-o", str(snap))
+    assert run_cpuguard("host", "show", str(snap)).stdout.startswith("oldbox: ")
+    mixed = run_cpuguard("host", "snapshot", "--from", "model:EPYC", "--from", "model:Westmere")
+    assert mixed.returncode == 2 and "not the same host" in mixed.stderr
+
+
+def test_level_and_uarch_hosts_are_kvm_hosts(tmp_path: Path) -> None:
+    """x2apic and tsc-deadline come from KVM on any real host; a Haswell guest fits a v3 host."""
+    xml = tmp_path / "hsw.xml"
+    xml.write_text("<domain><name>hsw</name><cpu mode='custom'><model>Haswell-noTSX</model></cpu></domain>")
+    result = run_cpuguard("check", "vm", str(xml), "host", "level:x86-64-v3", "--cold", "--format", "json")
+    missing = {m["feature"] for m in json.loads(result.stdout)["missing"]}
+    assert not missing & {"x2apic", "tsc_deadline_timer"}

@@ -50,7 +50,7 @@ def test_exact_text_a_user_sees(knowledge: Knowledge) -> None:
         "  old lacks 2 features pbx needs:\n"
         "    avx2, bmi2\n"
         "        <- policy vms/pbx.yaml\n"
-        "  levels: pbx needs x86-64-v3; old offers x86-64-v2\n"
+        "  levels: pbx uses features up to x86-64-v3; old offers all of x86-64-v2\n"
         "  cold rule: the host must offer what the guest CPU definition and the workload need\n"
         "  hosts that would take pbx: new\n"
         "  policy: vms/pbx.yaml (mode enforce)\n"
@@ -80,8 +80,21 @@ def test_live_passthrough_needs_what_the_guest_sees_now(knowledge: Knowledge) ->
 def test_live_without_known_source_says_so(knowledge: Knowledge) -> None:
     req = build_requirements("vm1", domain(knowledge, "<cpu mode='host-passthrough'/>"), None, Move.LIVE, knowledge)
     verdict = decide(req, model_host("Westmere", knowledge))
-    assert verdict.outcome is Outcome.ALLOW
-    assert any("live rule only partly applied" in n for n in verdict.notes)
+    assert verdict.outcome is Outcome.WARN  # allowed (exit 0), but not silently
+    assert any("live rule only partly applied" in w for w in verdict.warnings)
+    assert render_text(verdict).startswith("WARN   vm1 may move to model:Westmere (live migration or memory-image "
+                                           "restore), but not everything could be checked\n")
+
+
+def test_a_running_host_model_guest_carries_its_expanded_model(knowledge: Knowledge) -> None:
+    """`virsh dumpxml` of a running host-model guest names the model libvirt expanded at start."""
+    dom = domain(knowledge, "<cpu mode='host-model' check='partial'><model fallback='forbid'>Haswell-noTSX-IBRS"
+                            "</model><feature policy='require' name='abm'/></cpu>")
+    live = decide(build_requirements("vm1", dom, None, Move.LIVE, knowledge), model_host("Westmere", knowledge))
+    assert live.outcome is Outcome.BLOCK
+    assert {"avx", "avx2", "fma", "bmi2", "abm"} <= {m.feature for m in live.missing}
+    cold = decide(build_requirements("vm1", dom, None, Move.COLD, knowledge), model_host("Westmere", knowledge))
+    assert [m.feature for m in cold.missing] == ["abm"]  # host-model is computed anew at a fresh start
 
 
 def test_architecture_mismatch_always_blocks(knowledge: Knowledge) -> None:

@@ -66,14 +66,17 @@ def _str(raw: Mapping[str, Any], key: str, where: Path | str, *, optional: bool 
 def snapshot_from_dict(raw: Any, where: Path | str, vocabulary: Vocabulary, *, name: str | None = None) -> HostFacts:
     if not isinstance(raw, dict):
         raise BadInput(where, "not a cpuguard snapshot (expected a JSON object)")
+    # the format version first: a newer cpuguard's snapshot is "unsupported", not "broken"
+    if "cpuguard_snapshot" in raw and (
+        type(raw["cpuguard_snapshot"]) is not int or raw["cpuguard_snapshot"] != FORMAT_VERSION  # true == 1
+    ):
+        raise BadInput(where, f"unsupported snapshot format {raw['cpuguard_snapshot']!r} (this cpuguard reads 1)")
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
         raise BadInput(where, f"unknown key {unknown[0]!r} in snapshot")
     missing = sorted(_REQUIRED - set(raw))
     if missing:
         raise BadInput(where, f"not a cpuguard snapshot: missing key {missing[0]!r}")
-    if type(raw["cpuguard_snapshot"]) is not int or raw["cpuguard_snapshot"] != FORMAT_VERSION:  # true == 1
-        raise BadInput(where, f"unsupported snapshot format {raw['cpuguard_snapshot']!r}")
     flags = raw["flags"]
     if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
         raise BadInput(where, "key 'flags' must be a list of strings")
@@ -131,8 +134,11 @@ def parse_snapshot(data: bytes, where: Path | str, vocabulary: Vocabulary, *, na
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:  # name the file the caller asked for, not a temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -140,6 +146,10 @@ def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

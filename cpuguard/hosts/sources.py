@@ -118,6 +118,13 @@ def preferred(views: list[HostFacts]) -> HostFacts:
         raise BadInput(None, "no host source given")
     ranked = sorted(views, key=lambda f: _PREFERENCE.index(f.kind) if f.kind in _PREFERENCE else len(_PREFERENCE))
     best, others = ranked[0], ranked[1:]
+    for other in others:  # views of one host: refuse to merge two different machines silently
+        if (other.arch, other.vendor) != (best.arch, best.vendor):
+            raise BadInput(
+                other.source,
+                f"not the same host as {best.source}: {other.arch} {other.vendor or '?'} "
+                f"against {best.arch} {best.vendor or '?'}",
+            )
     if not others:
         return best
     note = "preferred over " + ", ".join(o.source for o in others)
@@ -144,4 +151,5 @@ def resolve_host(source: str, knowledge: Knowledge, *, name: str = "") -> HostFa
             source,
             "not a known host, file, libvirt URI, model:NAME, uarch:NAME or level:x86-64-vN",
         )
-    return host_from_file(path, knowledge, name=name or path.stem)
+    facts = host_from_file(path, knowledge, name=name)
+    return facts if facts.name else replace(facts, name=path.stem)  # a snapshot keeps its recorded name

@@ -3,6 +3,9 @@
 ``model:NAME``  exactly the features of libvirt's cpu_map model NAME;
 ``uarch:NAME``  an archspec microarchitecture (a real CPU generation);
 ``level:x86-64-vN``  a psABI level.
+The last two stand for real hosts running KVM, so they also offer what KVM
+gives every guest (hypervisor, x2apic, tsc-deadline, arat); ``model:`` stays
+exactly libvirt's model, so that its verdicts agree with libvirt's expansion.
 archspec and the psABI list only instruction-set extensions, so those two
 are completed with the architectural features every 64-bit x86 model in
 cpu_map has (see Knowledge.x86_64_baseline).
@@ -80,7 +83,7 @@ def uarch_host(name: str, knowledge: Knowledge, host_name: str = "") -> HostFact
         arch="x86_64",
         vendor=_UARCH_VENDORS.get(uarch.vendor, ""),
         model_name=f"{uarch.name} microarchitecture (archspec)",
-        flags=uarch.features | knowledge.x86_64_baseline | generation,
+        flags=uarch.features | knowledge.x86_64_baseline | generation | knowledge.vocabulary.hypervisor_provided,
         source=f"uarch:{uarch.name}",
         kind="uarch",
         libvirt_model=model,
@@ -95,7 +98,7 @@ def level_host(name: str, knowledge: Knowledge, host_name: str = "") -> HostFact
         arch="x86_64",
         vendor="",
         model_name=f"any {level} CPU",
-        flags=level_features(level) | knowledge.x86_64_baseline,
+        flags=level_features(level) | knowledge.x86_64_baseline | knowledge.vocabulary.hypervisor_provided,
         source=f"level:{level}",
         kind="level",
     )

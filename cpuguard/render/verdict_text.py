@@ -53,7 +53,8 @@ def render_text(verdict: Verdict) -> str:
     elif verdict.outcome is Outcome.BLOCK:
         lines.append(f"BLOCK  {verdict.vm} must not move to {verdict.host} ({move})")
     elif verdict.outcome is Outcome.WARN:
-        lines.append(f"WARN   {verdict.vm} may move to {verdict.host} ({move}), but it lacks what the VM needs")
+        why = "it lacks what the VM needs" if verdict.missing else "not everything could be checked"
+        lines.append(f"WARN   {verdict.vm} may move to {verdict.host} ({move}), but {why}")
     else:
         lines.append(f"ALLOW  {verdict.vm} can move to {verdict.host} ({move})")
     for problem in verdict.problems:
@@ -71,9 +72,11 @@ def render_text(verdict: Verdict) -> str:
             lines.append(f"        <- {origin.detail}")
     for warning in verdict.warnings:
         lines.append(f"  warning: {warning}")
-    vm_level = verdict.vm_level or "no x86-64 level"
-    host_level = verdict.host_level or "below x86-64-v1"
-    lines.append(f"  levels: {verdict.vm} needs {vm_level}; {verdict.host} offers {host_level}")
+    # The VM's level is the lowest one covering the level features it needs (it may not need all
+    # of them); the host's is the highest one it offers completely. Say so, or they seem to clash.
+    vm_level = f"uses features up to {verdict.vm_level}" if verdict.vm_level else "needs no x86-64 level feature"
+    host_level = f"offers all of {verdict.host_level}" if verdict.host_level else "offers no complete x86-64 level"
+    lines.append(f"  levels: {verdict.vm} {vm_level}; {verdict.host} {host_level}")
     if verdict.subject != "binaries":
         lines.append(f"  {_RULES[verdict.move]}")
     if verdict.hints:
