@@ -128,6 +128,7 @@ class _Graph:
                     self.plt_names[i] = "*ifunc*@plt"
 
         self.edges: list[list[int]] = []
+        self.falls_through: list[bool] = []  # runs on into the next function (see decode._FALLS_THROUGH)
         self.dispatcher: list[bool] = []
         self.variant: list[bool] = []
         for i, fn in enumerate(functions):
@@ -141,6 +142,7 @@ class _Graph:
                     found = [program.containing(r) if j is None else j for r, j in zip(inside, found, strict=True)]
                 targets = [j for j in found if j is not None and j != i]
             self.edges.append(targets)
+            self.falls_through.append(fn.origin not in (GAP, PLT) and fn.end in index and fn.end in refs)
             checks = (
                 facts[i].cpuid
                 or fn.start in program.resolvers
@@ -170,7 +172,12 @@ def _roots(program: Program, graph: _Graph) -> set[int]:
     for i, fn in enumerate(functions):
         if fn.origin in (GAP, PLT):
             continue
-        if i not in referenced:
+        # A function nothing refers to may be called through a pointer the
+        # analysis missed, so it is a root -- unless it is only a second
+        # entry to the code it runs into (glibc's __strcasecmp_avx2 sets up
+        # a locale and continues into __strcasecmp_l_avx2): such code lives
+        # or dies with what follows it, which has its own references.
+        if i not in referenced and not graph.falls_through[i]:
             roots.add(i)
     roots |= whole_sections
     return {r for r in roots if not graph.variant[r] or functions[r].start in program.exported}

@@ -3,7 +3,8 @@
 The hot loop avoids per-instruction Python code: iced's decoder produces
 instruction objects, and ``map``/``compress`` over C-level getters pull out
 only what the analysis needs: the instruction code of every instruction
-(counted per function), the targets of near branches, the addresses that
+(counted per function), the targets of near branches (and the next address when the code runs
+off its end into the following function), the addresses that
 RIP-relative memory operands point at, and (for non-PIE executables, where
 function pointers are immediates) 32-bit immediates. Everything else,
 including the CPUID features of an instruction code, is looked up later
@@ -20,7 +21,7 @@ from itertools import compress
 from operator import attrgetter
 from typing import Any, cast
 
-from iced_x86 import Code, Decoder, Mnemonic, OpCodeInfo, OpCodeOperandKind
+from iced_x86 import Code, Decoder, FlowControl, Mnemonic, OpCodeInfo, OpCodeOperandKind
 
 _CODE = attrgetter("code")
 _TARGET = attrgetter("near_branch_target")
@@ -40,6 +41,11 @@ _REF_MNEMONICS = frozenset(
      Mnemonic.CALL, Mnemonic.JMP}
 )  # fmt: skip
 _IMM_CODES = frozenset({Code.MOV_R32_IMM32, Code.MOV_RM64_IMM32, Code.PUSHQ_IMM32})
+# A function whose last instruction is one of these runs on into the next one:
+# glibc's hand-written variants are laid out that way (__strcasecmp_avx2 sets
+# up the locale and falls into __strcasecmp_l_avx2, which has its own FDE).
+# A final CALL is left out: it is nearly always a call to a noreturn function.
+_FALLS_THROUGH = frozenset({FlowControl.NEXT, FlowControl.CONDITIONAL_BRANCH})
 
 # Bytes of NOP, multi-byte NOP (0F 1F /0 with prefixes), INT3 and zero padding.
 # Whatever instructions a run of only these bytes decodes to (NOPs, Jcc, CMOVcc,
@@ -101,6 +107,15 @@ except ImportError:  # pragma: no cover - other Python implementations
         mapping.update(Counter(iterable))
 
 
+def _falls_through(insts: Sequence[Any]) -> bool:
+    """Whether the last instruction before any trailing alignment NOPs lets execution run on."""
+    for inst in reversed(insts):
+        if inst.mnemonic in (Mnemonic.NOP, Mnemonic.INT3):
+            continue  # padding (an unsized symbol's range runs up to the next function)
+        return inst.flow_control in _FALLS_THROUGH and inst.code not in (Code.INVALID, Code.HLT)
+    return False
+
+
 def decode_span(code: bytes, start: int, immediates: bool, refs_wanted: bool = True) -> FunctionCode:
     """Summarize the instructions in ``code`` loaded at ``start``.
 
@@ -123,6 +138,8 @@ def decode_span(code: bytes, start: int, immediates: bool, refs_wanted: bool = T
     if immediates:
         refs.update(map(_IMM32, compress(insts, map(tables.immediate.__getitem__, codes))))
     end = start + len(code)
+    if _falls_through(insts):
+        refs.add(end)  # execution continues into the code that follows
     return counts, tuple(sorted([r for r in refs if not start <= r < end and r]))
 
 

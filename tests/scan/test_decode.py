@@ -23,6 +23,18 @@ def test_counts_branch_targets_and_rip_relative_references() -> None:
     assert refs == tuple(sorted({after_call + 0x100, after_lea + 0x2000, after_mov + 0x10}))
 
 
+def test_code_that_runs_off_its_end_refers_to_what_follows() -> None:
+    # mov rcx,[fs:rax]; nop dword [rax+rax] -- glibc's __strcasecmp_avx2 continuing into __strcasecmp_l_avx2
+    falls = bytes.fromhex("648b08") + bytes.fromhex("0f1f440000")
+    assert decode_span(falls, START, immediates=False)[1] == (START + len(falls),)
+    # je +0 at the end also continues
+    assert decode_span(bytes.fromhex("7400"), START, immediates=False)[1] == (START + 2,)
+    # ret, jmp or a call (to a noreturn function) followed by alignment padding does not
+    for ending in ("c3", "ebfe", "e800000000"):
+        code = bytes.fromhex("31c0" + ending + "0f1f4000cc")
+        assert START + len(code) not in decode_span(code, START, immediates=False)[1]
+
+
 def test_immediates_count_only_for_non_pie_programs() -> None:
     code = bytes.fromhex("bf00104000c3")  # mov edi,0x401000 (a function pointer in a non-PIE program)
     assert decode_span(code, 0x500000, immediates=True)[1] == (0x401000,)
