@@ -20,12 +20,12 @@ from cpuguard.records import Move, Outcome
 FORMATS = click.Choice(["text", "json"])
 
 
-def _fleet(policies: Path | None):  # type: ignore[no-untyped-def]
+def _fleet(policies: Path | None, inventory: Path | None = None):  # type: ignore[no-untyped-def]
     from cpuguard.fleet import Fleet, find_policies
     from cpuguard.knowledge import load_knowledge
 
     directory, fallback = find_policies(policies)
-    return Fleet.load(directory, load_knowledge(), fallback=fallback)
+    return Fleet.load(directory, load_knowledge(), fallback=fallback, inventory=inventory)
 
 
 policies_option = click.option(
@@ -60,7 +60,16 @@ def _split_host(words: Sequence[str], usage: str) -> tuple[list[str], str]:
 @click.option("--from-host", "source", default=None, help="Where the VM runs now (default: the inventory's).")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @policies_option
-def check_vm_cmd(words: tuple[str, ...], live: bool, source: str | None, fmt: str, policies: Path | None) -> None:
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Inventory file, or a directory holding inventory.yaml (e.g. from `cpuguard inventory collect`); "
+    "default: POLICIES/inventory.yaml.",
+)
+def check_vm_cmd(
+    words: tuple[str, ...], live: bool, source: str | None, fmt: str, policies: Path | None, inventory: Path | None
+) -> None:
     """May VM move to HOST?
 
     VM is an inventory name, a policy name or a domain XML file. HOST is an
@@ -73,7 +82,7 @@ def check_vm_cmd(words: tuple[str, ...], live: bool, source: str | None, fmt: st
     vms, host = _split_host(words, "cpuguard check vm VM host HOST")
     if len(vms) != 1:
         raise click.UsageError("expected exactly one VM: cpuguard check vm VM host HOST")
-    verdict = check_vm(_fleet(policies), vms[0], host, Move.LIVE if live else Move.COLD, source)
+    verdict = check_vm(_fleet(policies, inventory), vms[0], host, Move.LIVE if live else Move.COLD, source)
     _emit_verdict(verdict, fmt)
 
 

@@ -89,8 +89,10 @@ class Fleet:
     notes: list[str] = field(default_factory=list)  # what gathering the inputs had to say
 
     @classmethod
-    def load(cls, policies_dir: Path, knowledge: Knowledge, *, fallback: bool = False) -> Fleet:
-        return cls(knowledge, read_inventory(policies_dir), {}, fallback)
+    def load(
+        cls, policies_dir: Path, knowledge: Knowledge, *, fallback: bool = False, inventory: Path | None = None
+    ) -> Fleet:
+        return cls(knowledge, read_inventory(policies_dir, inventory), {}, fallback and inventory is None)
 
     def host(self, spec: str) -> HostFacts:
         """An inventory host by name, or any host SOURCE."""

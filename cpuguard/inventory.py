@@ -46,10 +46,17 @@ class Inventory:
     vms: dict[str, VmEntry] = field(default_factory=dict)
 
 
-def read_inventory(policies_dir: Path) -> Inventory:
+def read_inventory(policies_dir: Path, inventory: Path | None = None) -> Inventory:
+    """``POLICIES/inventory.yaml``, or ``inventory`` (a file, or a directory holding one,
+    e.g. written by ``cpuguard inventory collect``)."""
     from cpuguard.yamlsafe import read_yaml  # deferred: keeps PyYAML off the hook's fast path
 
-    path = policies_dir / INVENTORY_NAME
+    if inventory is not None:
+        path = inventory / INVENTORY_NAME if inventory.is_dir() else inventory
+        if not path.exists():
+            raise BadInput(path, "no such inventory file")
+    else:
+        path = policies_dir / INVENTORY_NAME
     if not path.exists():
         return Inventory(policies_dir, None)
     raw = read_yaml(path)

@@ -306,3 +306,17 @@ def test_level_and_uarch_hosts_are_kvm_hosts(tmp_path: Path) -> None:
     result = run_cpuguard("check", "vm", str(xml), "host", "level:x86-64-v3", "--cold", "--format", "json")
     missing = {m["feature"] for m in json.loads(result.stdout)["missing"]}
     assert not missing & {"x2apic", "tsc_deadline_timer"}
+
+
+def test_check_reads_another_inventory(tmp_path: Path) -> None:
+    """`--inventory DIR` (what `cpuguard inventory collect` writes), policies still from POLICIES."""
+    inventory = (ROOT / "policies" / "inventory.yaml").read_text()
+    inventory = inventory.replace("hosts/", f"{ROOT}/policies/hosts/").replace("domains/", f"{ROOT}/policies/domains/")
+    inventory = inventory.replace("host: new-node", "host: mid-node", 1)  # pbx01 moved to mid-node meanwhile
+    (tmp_path / "inventory.yaml").write_text(inventory)
+    result = run_cpuguard("check", "vm", "pbx01", "host", "old-node", "--inventory", str(tmp_path))
+    assert result.returncode == 1
+    assert "host-passthrough on mid-node" in result.stdout
+    assert "policy: policies/vms/pbx01.yaml" in result.stdout
+    missing = run_cpuguard("check", "vm", "pbx01", "host", "old-node", "--inventory", str(tmp_path / "none"))
+    assert missing.returncode == 2 and "no such inventory file" in missing.stderr
