@@ -7,6 +7,7 @@ many files' code in a process pool: :func:`prepare` reads the ELF metadata
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -33,10 +34,36 @@ class Prepared:
     spans: list[Span]
     immediates: bool
     library_reason: str | None
+    go_level: str | None = None  # GOAMD64 of a Go program
 
     @property
     def code_bytes(self) -> int:
         return sum(s.size for s in self.spans)
+
+
+_GOAMD64 = re.compile(rb"\bGOAMD64=(v[1-4])\b")
+GO_REASON = (
+    "a Go program: its runtime and standard library use {extras} only after checking"
+    " internal/cpu.X86 (src/internal/cpu/cpu_x86.go); the compiler targets GOAMD64={level}"
+)
+
+
+def go_level(image: elf.ElfFile) -> str | None:
+    """``x86-64-vN`` for a Go program (GOAMD64 from its build information, default v1), else None.
+
+    Go 1.18+ keeps the build settings as text in ``.go.buildinfo``
+    (``build\tGOAMD64=v3``); without the setting the compiler targets v1
+    (https://go.dev/wiki/MinimumRequirements#amd64).
+    """
+    section = image.section(".go.buildinfo")
+    if section is None:
+        return None
+    try:
+        data = image.section_data(section) if section.size <= 1 << 20 else b""
+    except elf.ElfError:
+        data = b""
+    found = _GOAMD64.search(data)
+    return "x86-64-" + (found.group(1).decode() if found else "v1")
 
 
 def prepare(path: str, source: elf.Source, sha256: str, knowledge: DispatchKnowledge, name: str) -> Prepared:
@@ -46,6 +73,10 @@ def prepare(path: str, source: elf.Source, sha256: str, knowledge: DispatchKnowl
     properties = read_properties(image)
     notes = build_notes(image, program.symbols)
     spans = [Span(f.start, f.offset, f.size) for f in program.functions]
+    go = go_level(image)
+    reason = knowledge.library_reason(name, image.soname)
+    if reason is None and go is not None:
+        reason = GO_REASON.format(extras="AVX2, AES-NI, SHA and other extensions", level=go[len("x86-64-") :])
     return Prepared(
         path,
         sha256,
@@ -55,7 +86,8 @@ def prepare(path: str, source: elf.Source, sha256: str, knowledge: DispatchKnowl
         notes,
         spans,
         image.type == elf.ET_EXEC,
-        knowledge.library_reason(name, image.soname),
+        reason,
+        go,
     )
 
 
@@ -83,8 +115,11 @@ def finish(
     baseline = _baseline()
     isa_level = props.needed_level
     compiled_for = level_features(isa_level) if isa_level else frozenset()
+    built_for = compiled_for | (level_features(prepared.go_level) if prepared.go_level else frozenset())
+    if prepared.library_reason:
+        built_for |= baseline  # what every x86-64 CPU has (TSC...) is never "dispatched"
     result = classify(
-        program, codes, table, knowledge, baseline, prepared.library_reason, compiled_for,
+        program, codes, table, knowledge, baseline, prepared.library_reason, built_for,
         level_features("x86-64-v1"),
     )  # fmt: skip
     required = list(result.required)

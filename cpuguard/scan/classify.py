@@ -180,7 +180,11 @@ def _roots(program: Program, graph: _Graph) -> set[int]:
         if i not in referenced and not graph.falls_through[i]:
             roots.add(i)
     roots |= whole_sections
-    return {r for r in roots if not graph.variant[r] or functions[r].start in program.exported}
+    # A CPU-specific variant is never a root, even when exported: libyuv
+    # exports ARGBToYRow_AVX2 so that callers can pick it themselves after
+    # their own CPU check. If the library calls it unguarded, that call
+    # still makes it reachable.
+    return {r for r in roots if not graph.variant[r]}
 
 
 def _reachable(graph: _Graph, roots: set[int]) -> set[int]:

@@ -6,12 +6,13 @@ checks that the resulting verdicts are right.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from cpuguard.scan import FileScan, scan_paths
-from tests.scan.conftest import Built
+from tests.scan.conftest import Built, require_tool
 
 DISPATCHED_EXTENSIONS = {"avx", "avx2", "avx512f", "avx512bw", "avx512vl", "sse4_2", "ssse3", "bmi2", "aes"}
 
@@ -104,3 +105,24 @@ def test_libc_reports_its_avx512_as_dispatched(scan_cache: Path) -> None:
     found = dispatched(scan)
     assert {"avx2", "avx512f", "avx512bw"} <= set(found)
     assert "glibc" in found["avx512f"][0]
+
+
+EXPORTED_VARIANTS = """
+#include <stddef.h>
+__attribute__((target("avx2"))) void AddRow_AVX2(int *d, const int *s, size_t n) {
+    for (size_t i = 0; i < n; i++) d[i] += s[i] * 3;
+}
+void AddRow_C(int *d, const int *s, size_t n) { for (size_t i = 0; i < n; i++) d[i] += s[i] * 3; }
+"""
+
+
+def test_exported_feature_named_variants_are_left_to_the_caller(tmp_path: Path, scan_cache: Path) -> None:
+    # libyuv's shape: ARGBToYRow_AVX2 is exported so that callers pick it after their own CPU check.
+    gcc = require_tool("gcc")
+    source = tmp_path / "rows.c"
+    source.write_text(EXPORTED_VARIANTS)
+    library = tmp_path / "librows.so"
+    subprocess.run([gcc, "-O3", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    scan = scan_one(library, scan_cache)
+    assert "avx2" not in scan.required_features
+    assert dispatched(scan)["avx2"] == ("AddRow_AVX2 is a CPU-specific variant, by its name", "medium")
