@@ -117,7 +117,9 @@ def finish(
     compiled_for = level_features(isa_level) if isa_level else frozenset()
     built_for = compiled_for | (level_features(prepared.go_level) if prepared.go_level else frozenset())
     if prepared.library_reason:
-        built_for |= baseline  # what every x86-64 CPU has (TSC...) is never "dispatched"
+        # What every x86-64 CPU model has outside the psABI levels (TSC...) is
+        # never "dispatched"; level features (SSE3 is v2) keep their verdict.
+        built_for |= baseline - _all_level_features()
     result = classify(
         program, codes, table, knowledge, baseline, prepared.library_reason, built_for,
         level_features("x86-64-v1"),
