@@ -61,7 +61,9 @@ def render_text(verdict: Verdict) -> str:
         lines.append(f"  {problem}")
     if verdict.missing:
         count = len(verdict.missing)
-        lines.append(f"  {verdict.host} lacks {count} feature{'s' if count != 1 else ''} {verdict.vm} needs:")
+        plural = verdict.subject == "binaries" and verdict.vm.endswith(" binaries")  # "3 binaries need"
+        needs = "need" if plural else "needs"
+        lines.append(f"  {verdict.host} lacks {count} feature{'s' if count != 1 else ''} {verdict.vm} {needs}:")
         for origin, features in by_origin(verdict.missing):
             lines.append(f"    {', '.join(features)}")
             lines.append(f"        <- {origin.detail}")
@@ -74,7 +76,9 @@ def render_text(verdict: Verdict) -> str:
         lines.append(f"  warning: {warning}")
     # The VM's level is the lowest one covering the level features it needs (it may not need all
     # of them); the host's is the highest one it offers completely. Say so, or they seem to clash.
-    vm_level = f"uses features up to {verdict.vm_level}" if verdict.vm_level else "needs no x86-64 level feature"
+    plural = verdict.subject == "binaries" and verdict.vm.endswith(" binaries")
+    uses, needs = ("use", "need") if plural else ("uses", "needs")
+    vm_level = f"{uses} features up to {verdict.vm_level}" if verdict.vm_level else f"{needs} no x86-64 level feature"
     host_level = f"offers all of {verdict.host_level}" if verdict.host_level else "offers no complete x86-64 level"
     lines.append(f"  levels: {verdict.vm} {vm_level}; {verdict.host} {host_level}")
     if verdict.subject != "binaries":

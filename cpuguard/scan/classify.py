@@ -354,7 +354,8 @@ def classify(
                     feature, why, "high", prior + n, (old.functions if old else 0) + 1, examples
                 )
     notes = [
-        f"{n:,} instructions need the CPU extension {name!r}, which cpuguard has no name for"
+        f"{n:,} instruction{'s need' if n != 1 else ' needs'} the CPU extension {name!r}, "
+        "which cpuguard has no name for"
         for name, n in sorted(unnamed.items())
     ]
     return Classification(
