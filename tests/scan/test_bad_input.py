@@ -145,3 +145,20 @@ def test_corrupted_programs_give_a_result_not_an_exception(
     target.write_bytes(bytes(data))
     scan = analyze_file(str(target), "0" * 64, "mutant")
     assert scan.scanned or scan.skipped
+
+
+def test_truncation_at_every_header_byte_and_through_the_file(corpus: dict[str, Built], tmp_path: Path) -> None:
+    """A real program cut short anywhere: a reason or a result, never an exception or a hang.
+    Every byte boundary through the ELF and program headers, then every 61st byte to the end."""
+    data = corpus["kernels-x86-64"].path.read_bytes()
+    cuts = [*range(0, min(len(data), 1024)), *range(1024, len(data), 61)]
+    target = tmp_path / "truncated"
+    outcomes = {"scanned": 0, "skipped": 0}
+    for cut in cuts:
+        target.write_bytes(data[:cut])
+        scan = analyze_file(str(target), "0" * 64, "truncated")
+        assert scan.scanned or scan.skipped, cut
+        if scan.skipped:
+            assert "\n" not in scan.skipped
+        outcomes["scanned" if scan.scanned else "skipped"] += 1
+    assert outcomes["skipped"] >= 64  # cut inside the ELF header: never read as a program
