@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import need_tool
 
 SOURCES = Path(__file__).resolve().parent / "corpus"
 
@@ -57,21 +58,6 @@ CORPUS["lahf"] = ("lahf.c", [])
 CORPUS["lahf-static-stripped"] = ("lahf.c", [*STATIC, *STRIP])
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require_tool(name: str) -> str:
-    """The path of ``name``; skip without it, or fail under CI=true."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (scripts/install --test installs it)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 @dataclass(frozen=True)
 class Built:
     name: str
@@ -95,7 +81,7 @@ def _build(gcc: str, out: Path, name: str, source: str, flags: list[str]) -> Bui
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
     """Every CORPUS entry, compiled and run natively once."""
-    gcc = require_tool("gcc")
+    gcc = need_tool("gcc")
     out = tmp_path_factory.mktemp("corpus")
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         jobs = {name: pool.submit(_build, gcc, out, name, source, flags) for name, (source, flags) in CORPUS.items()}

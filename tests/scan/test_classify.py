@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from cpuguard.scan import FileScan, scan_paths
-from tests.scan.conftest import Built, require_tool
+from tests.conftest import need_tool
+from tests.scan.conftest import Built
 
 DISPATCHED_EXTENSIONS = {"avx", "avx2", "avx512f", "avx512bw", "avx512vl", "sse4_2", "ssse3", "bmi2", "aes"}
 
@@ -118,7 +119,7 @@ void AddRow_C(int *d, const int *s, size_t n) { for (size_t i = 0; i < n; i++) d
 
 def test_exported_feature_named_variants_are_left_to_the_caller(tmp_path: Path, scan_cache: Path) -> None:
     # libyuv's shape: ARGBToYRow_AVX2 is exported so that callers pick it after their own CPU check.
-    gcc = require_tool("gcc")
+    gcc = need_tool("gcc")
     source = tmp_path / "rows.c"
     source.write_text(EXPORTED_VARIANTS)
     library = tmp_path / "librows.so"

@@ -11,14 +11,15 @@ import pytest
 
 from cpuguard.scan import elf
 from cpuguard.scan.ehframe import function_ranges
-from tests.scan.conftest import Built, require_tool
+from tests.conftest import need_tool
+from tests.scan.conftest import Built
 
 SYSTEM = ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/bin/python3"]
 FDE = re.compile(r"FDE cie=\w+ pc=([0-9a-f]+)\.\.([0-9a-f]+)")
 
 
 def readelf_fdes(path: str) -> list[tuple[int, int]]:
-    readelf = require_tool("readelf")
+    readelf = need_tool("readelf")
     # readelf exits 1 over unrelated warnings on some libraries; its FDE lines are still complete.
     text = subprocess.run([readelf, "--debug-dump=frames", path], capture_output=True, text=True, check=False).stdout
     return [(int(a, 16), int(b, 16) - int(a, 16)) for a, b in FDE.findall(text) if int(b, 16) > int(a, 16)]

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from cpuguard.scan import scan_paths
-from tests.scan.conftest import Built, EmulatedCpu, emulated_cpu, require_tool
+from tests.conftest import need_tool
+from tests.scan.conftest import Built, EmulatedCpu, emulated_cpu
 
 # Oldest to newest; Intel and AMD; with and without LAHF in 64-bit mode
 # (Opteron_G1), LZCNT (Haswell-noTSX lacks abm in libvirt), AVX, AVX2.
@@ -105,7 +106,7 @@ def cases(corpus: dict[str, Built], tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def cpus() -> list[EmulatedCpu]:
-    qemu = require_tool("qemu-x86_64")
+    qemu = need_tool("qemu-x86_64")
     return [emulated_cpu(qemu, model) for model in MODELS]
 
 
@@ -122,7 +123,7 @@ def test_every_case_runs_natively_and_cpuguard_agrees(cases: list[Case]) -> None
 
 
 def test_verdicts_match_qemu(cases: list[Case], cpus: list[EmulatedCpu], summary_lines: list[str]) -> None:
-    qemu = require_tool("qemu-x86_64")
+    qemu = need_tool("qemu-x86_64")
     pairs = [(case, cpu) for case in cases for cpu in cpus]
 
     def emulate(pair: tuple[Case, EmulatedCpu]) -> bool:

@@ -10,7 +10,8 @@ from cpuguard.levels import level_features
 from cpuguard.scan import elf, scan_paths
 from cpuguard.scan.notes import read_properties
 from cpuguard.scan.records import ISA_NOTE
-from tests.scan.conftest import Built, require_tool
+from tests.conftest import need_tool
+from tests.scan.conftest import Built
 
 
 def properties(path: Path):  # type: ignore[no-untyped-def]
@@ -22,7 +23,7 @@ def properties(path: Path):  # type: ignore[no-untyped-def]
 
 
 def readelf_isa_needed(path: Path) -> str | None:
-    readelf = require_tool("readelf")
+    readelf = need_tool("readelf")
     text = subprocess.run([readelf, "-n", str(path)], capture_output=True, text=True, check=True).stdout
     for line in text.splitlines():
         if "x86 ISA needed:" in line:  # e.g. "x86-64-baseline, x86-64-v3": the highest counts

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cpuguard.scan import FileScan, scan_paths
-from tests.scan.conftest import in_ci
+from tests.conftest import in_ci
 
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 # (what, real file candidates, development symlink candidates)
