@@ -101,16 +101,21 @@ def _expanded_size(root: yaml.Node, where: str | Path) -> int:
     return sizes[id(root)]
 
 
+def decode_text(data: bytes, where: str | Path) -> str:
+    """A YAML file's bytes as text: UTF-8 without NUL bytes, else one line saying why."""
+    if b"\x00" in data:
+        raise BadInput(where, "contains NUL bytes: not a YAML text file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
 def parse_yaml(text: str | bytes, where: str | Path, *, loader_class: type[Any] = _StrictLoader) -> Any:
     """Parse one YAML document with every guard of this module. ``loader_class`` must derive
     from a safe loader (the planning reader records duplicate keys instead of refusing them)."""
     if isinstance(text, bytes):
-        if b"\x00" in text:
-            raise BadInput(where, "contains NUL bytes: not a YAML text file")
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadInput(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        text = decode_text(text, where)
     if _flow_too_deep(text):
         raise BadInput(where, f"invalid YAML: [...] or {{...}} nested more than {MAX_YAML_FLOW_DEPTH} deep")
     loader: Any = None

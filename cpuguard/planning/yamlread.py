@@ -17,9 +17,8 @@ from typing import Any
 
 import yaml
 
-from cpuguard.errors import BadInput
 from cpuguard.xmlsafe import read_bytes
-from cpuguard.yamlsafe import parse_yaml
+from cpuguard.yamlsafe import decode_text, parse_yaml
 
 MAX_INVENTORY_BYTES = 64 * 1024 * 1024  # 10,000 VMs and 1,000 hosts take ~1 MiB
 
@@ -91,12 +90,7 @@ _NOT_JSON = object()
 
 
 def parse(data: bytes, where: str | Path) -> Any:
-    if b"\x00" in data:
-        raise BadInput(where, "contains NUL bytes: not a YAML text file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInput(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = decode_text(data, where)
     document = _json(text)
     if document is not _NOT_JSON:
         return document
