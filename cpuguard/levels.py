@@ -17,12 +17,9 @@ _TABLE: dict[str, frozenset[str]] = {}
 def _levels() -> Mapping[str, frozenset[str]]:
     if _TABLE:
         return _TABLE
-    import yaml  # deferred: the libvirt hook's fast path must not pay for PyYAML (docs/hook.md)
+    from cpuguard.yamlsafe import read_yaml  # deferred: the hook's fast path must not pay for PyYAML
 
-    try:
-        raw = yaml.safe_load(LEVELS_FILE.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise BadInput(LEVELS_FILE, f"cannot load levels: {exc}") from None
+    raw = read_yaml(LEVELS_FILE)
     cumulative: set[str] = set()
     result: dict[str, frozenset[str]] = {}
     for name in LEVEL_NAMES:

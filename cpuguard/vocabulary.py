@@ -125,10 +125,7 @@ def build_vocabulary(cpu_map: CpuMapData, names: Mapping[str, Any], where: Path)
 
 @cache
 def load_vocabulary() -> Vocabulary:
-    import yaml  # deferred: the libvirt hook's fast path must not pay for PyYAML (docs/hook.md)
+    from cpuguard.yamlsafe import read_yaml  # deferred: the hook's fast path must not pay for PyYAML
 
-    try:
-        names = yaml.safe_load(NAMES_FILE.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise BadInput(NAMES_FILE, f"cannot load feature names: {exc}") from None
+    names = read_yaml(NAMES_FILE)
     return build_vocabulary(load_cpu_map_data(), names, NAMES_FILE)

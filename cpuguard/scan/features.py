@@ -17,10 +17,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
-import yaml
 from iced_x86 import Code, CpuidFeature, Instruction, Mnemonic, OpCodeInfo
 
 from cpuguard.errors import BadInput
+from cpuguard.yamlsafe import read_yaml
 
 DATA_FILE = Path(__file__).resolve().parent.parent / "data" / "scan_instructions.yaml"
 
@@ -111,10 +111,7 @@ def parse_knowledge(raw: Any, where: Path) -> InstructionKnowledge:
 
 @cache
 def load_instruction_knowledge(path: Path = DATA_FILE) -> InstructionKnowledge:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise BadInput(path, f"cannot load instruction data: {exc}") from None
+    raw = read_yaml(path)
     return parse_knowledge(raw, path)
 
 

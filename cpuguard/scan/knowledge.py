@@ -10,9 +10,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cpuguard.errors import BadInput
+from cpuguard.yamlsafe import read_yaml
 
 DATA_FILE = Path(__file__).resolve().parent.parent / "data" / "scan_dispatch.yaml"
 
@@ -99,8 +98,5 @@ def parse_dispatch_knowledge(raw: Any, where: Path) -> DispatchKnowledge:
 
 @cache
 def load_dispatch_knowledge(path: Path = DATA_FILE) -> DispatchKnowledge:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise BadInput(path, f"cannot load dispatch data: {exc}") from None
+    raw = read_yaml(path)
     return parse_dispatch_knowledge(raw, path)
