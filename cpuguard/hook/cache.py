@@ -63,19 +63,10 @@ def cache_file(cache_dir: Path, config_path: Path) -> Path:
 
 def load(cache_dir: Path, config_path: Path) -> HookContext | None:
     """The cached context if it exists, is trustworthy and no input changed since; else None."""
-    path = cache_file(cache_dir, config_path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+    # only our own file that no one else could have written: a pickle runs code when loaded
+    data = memo.read_trusted(str(cache_file(cache_dir, config_path)))
+    if data is None:
         return None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            return None  # someone else could have written it: a pickle runs code when loaded
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read()
-    finally:
-        os.close(fd)
     try:
         header, saved, context = pickle.loads(data)  # noqa: S301 - our own file, checked above
     except Exception:
