@@ -121,6 +121,17 @@ def _relocations(image: elf.ElfFile, program: Program, starts: set[int]) -> None
                 program.got_names[rel.offset] = names[rel.sym]
 
 
+def _words(image: elf.ElfFile, section: elf.Section) -> array.array[int]:
+    """The section's contents as little-endian 64-bit words (none when it cannot be read)."""
+    words = array.array("Q")
+    try:
+        raw = image.section_data(section)
+    except elf.ElfError:
+        return words
+    words.frombytes(raw[: len(raw) - len(raw) % 8])
+    return words
+
+
 def _absolute_pointers(image: elf.ElfFile, starts: set[int]) -> set[int]:
     """Function addresses stored as plain 64-bit values in data (non-PIE executables)."""
     found: set[int] = set()
@@ -132,13 +143,7 @@ def _absolute_pointers(image: elf.ElfFile, starts: set[int]) -> set[int]:
             or section.size < 8
         ):
             continue
-        try:
-            raw = image.section_data(section)
-        except elf.ElfError:
-            continue
-        words = array.array("Q")
-        words.frombytes(raw[: len(raw) - len(raw) % 8])
-        found |= starts.intersection(words)
+        found |= starts.intersection(_words(image, section))
     return found
 
 
@@ -148,13 +153,7 @@ def _array_entries(image: elf.ElfFile) -> set[int]:
         section = image.section(name)
         if section is None or section.type == elf.SHT_NOBITS:
             continue
-        try:
-            raw = image.section_data(section)
-        except elf.ElfError:
-            continue
-        words = array.array("Q")
-        words.frombytes(raw[: len(raw) - len(raw) % 8])
-        found.update(w for w in words if w not in (0, 0xFFFFFFFFFFFFFFFF))
+        found.update(w for w in _words(image, section) if w not in (0, 0xFFFFFFFFFFFFFFFF))
     return found
 
 
