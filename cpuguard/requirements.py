@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cpuguard.domain import X86_ARCHES
 from cpuguard.knowledge import Knowledge
 from cpuguard.levels import level_features
 from cpuguard.policy import VmPolicy
@@ -69,7 +70,7 @@ def build_requirements(
     if domain is not None:
         cpu = domain.cpu
         where = f"domain XML {domain.source}"
-        x86 = domain.arch in ("x86_64", "i686")
+        x86 = domain.arch in X86_ARCHES
         if cpu.mode == "custom" and cpu.model and x86:
             origin = Origin("guest-cpu", f"guest CPU model {cpu.model} ({where})")
             model_features = knowledge.cpu_map.features_of(cpu.model) - cpu.disabled

@@ -10,7 +10,6 @@ content. Inventory host names are resolved by the caller first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +25,6 @@ from cpuguard.records import HostFacts
 from cpuguard.xmlsafe import read_bytes
 
 PROC_CPUINFO = Path("/proc/cpuinfo")
-
-Connector = Callable[[str], "object"]
-
 
 def is_uri(source: str) -> bool:
     return "://" in source

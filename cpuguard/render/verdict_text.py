@@ -36,6 +36,15 @@ def one_line(verdict: Verdict) -> str:
     return head + (": " + "; ".join(parts) if parts else "")
 
 
+def _grouped(missing: tuple[Missing, ...]) -> list[str]:
+    """Features by the origin of the need, each group followed by where it comes from."""
+    lines = []
+    for origin, features in by_origin(missing):
+        lines.append(f"    {', '.join(features)}")
+        lines.append(f"        <- {origin.detail}")
+    return lines
+
+
 def _besides(verdict: Verdict) -> str:
     return f" (besides {verdict.current_host}, where it runs now)" if verdict.current_host else ""
 
@@ -57,27 +66,21 @@ def render_text(verdict: Verdict) -> str:
         lines.append(f"WARN   {verdict.vm} may move to {verdict.host} ({move}), but {why}")
     else:
         lines.append(f"ALLOW  {verdict.vm} can move to {verdict.host} ({move})")
+    plural = verdict.subject == "binaries" and verdict.vm.endswith(" binaries")  # "3 binaries need"
+    uses, needs = ("use", "need") if plural else ("uses", "needs")
     for problem in verdict.problems:
         lines.append(f"  {problem}")
     if verdict.missing:
         count = len(verdict.missing)
-        plural = verdict.subject == "binaries" and verdict.vm.endswith(" binaries")  # "3 binaries need"
-        needs = "need" if plural else "needs"
         lines.append(f"  {verdict.host} lacks {count} feature{'s' if count != 1 else ''} {verdict.vm} {needs}:")
-        for origin, features in by_origin(verdict.missing):
-            lines.append(f"    {', '.join(features)}")
-            lines.append(f"        <- {origin.detail}")
+        lines.extend(_grouped(verdict.missing))
     if verdict.forbidden_present:
         lines.append(f"  {verdict.host} has features the guest forbids:")
-        for origin, features in by_origin(verdict.forbidden_present):
-            lines.append(f"    {', '.join(features)}")
-            lines.append(f"        <- {origin.detail}")
+        lines.extend(_grouped(verdict.forbidden_present))
     for warning in verdict.warnings:
         lines.append(f"  warning: {warning}")
     # The VM's level is the lowest one covering the level features it needs (it may not need all
     # of them); the host's is the highest one it offers completely. Say so, or they seem to clash.
-    plural = verdict.subject == "binaries" and verdict.vm.endswith(" binaries")
-    uses, needs = ("use", "need") if plural else ("uses", "needs")
     vm_level = f"{uses} features up to {verdict.vm_level}" if verdict.vm_level else f"{needs} no x86-64 level feature"
     host_level = f"offers all of {verdict.host_level}" if verdict.host_level else "offers no complete x86-64 level"
     lines.append(f"  levels: {verdict.vm} {vm_level}; {verdict.host} {host_level}")
