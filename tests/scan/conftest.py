@@ -54,6 +54,10 @@ _NATIVE = ["-march=native", '-DAST_BUILDOPTS="BUILD_NATIVE, OPTIONAL_API"']
 CORPUS["asterisk-native"] = ("asterisk_version.c", _NATIVE)
 CORPUS["asterisk-native-stripped"] = ("asterisk_version.c", [*_NATIVE, *STRIP])
 CORPUS["asterisk-generic"] = ("asterisk_version.c", ["-march=x86-64", '-DAST_BUILDOPTS="OPTIONAL_API"'])
+# Asterisk 22: make_buildopts_h keeps BUILD_NATIVE out of AST_BUILDOPTS, only AST_BUILDOPTS_ALL has it
+_NATIVE_22 = ["-march=native", '-DAST_BUILDOPTS="OPTIONAL_API"', '-DAST_BUILDOPTS_ALL="BUILD_NATIVE, OPTIONAL_API"']
+CORPUS["asterisk22-native"] = ("asterisk_version.c", _NATIVE_22)
+CORPUS["asterisk22-native-stripped"] = ("asterisk_version.c", [*_NATIVE_22, *STRIP])
 CORPUS["lahf"] = ("lahf.c", [])
 CORPUS["lahf-static-stripped"] = ("lahf.c", [*STATIC, *STRIP])
 

@@ -8,6 +8,11 @@ from cpuguard.scan import scan_paths
 from tests.scan.conftest import Built
 
 NOTE = 'built with BUILD_NATIVE (asterisk_build_opts: "BUILD_NATIVE, OPTIONAL_API"): compiled for the build host\'s CPU'
+NOTE_ALL = (
+    'built with BUILD_NATIVE (asterisk_build_opts_all: "BUILD_NATIVE, OPTIONAL_API"): '
+    "compiled for the build host's CPU"
+)
+NOTE_STRIPPED = 'built with BUILD_NATIVE (.rodata: "BUILD_NATIVE, OPTIONAL_API"): compiled for the build host\'s CPU'
 
 
 def notes(path: Path, cache: Path) -> tuple[str, ...]:
@@ -19,7 +24,18 @@ def test_build_native_is_reported_from_the_symbol(corpus: dict[str, Built], scan
 
 
 def test_build_native_is_found_in_a_stripped_binary(corpus: dict[str, Built], scan_cache: Path) -> None:
-    assert NOTE in notes(corpus["asterisk-native-stripped"].path, scan_cache)
+    assert NOTE_STRIPPED in notes(corpus["asterisk-native-stripped"].path, scan_cache)
+
+
+def test_asterisk_22_keeps_build_native_in_build_opts_all(corpus: dict[str, Built], scan_cache: Path) -> None:
+    """Asterisk 22's asterisk_build_opts is "OPTIONAL_API"; BUILD_NATIVE is only in asterisk_build_opts_all."""
+    found = notes(corpus["asterisk22-native"].path, scan_cache)
+    assert [n for n in found if "BUILD_NATIVE" in n] == [NOTE_ALL]
+
+
+def test_asterisk_22_stripped_is_found_in_rodata(corpus: dict[str, Built], scan_cache: Path) -> None:
+    found = notes(corpus["asterisk22-native-stripped"].path, scan_cache)
+    assert [n for n in found if "BUILD_NATIVE" in n] == [NOTE_STRIPPED]
 
 
 def test_other_build_options_are_not_a_note(corpus: dict[str, Built], scan_cache: Path) -> None:
