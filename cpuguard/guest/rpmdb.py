@@ -5,23 +5,25 @@ database in ``/var/lib/rpm/rpmdb.sqlite`` or ``/usr/lib/sysimage/rpm/rpmdb.sqlit
 a table ``Packages(hnum INTEGER PRIMARY KEY, blob BLOB)`` whose blobs are RPM
 headers as rpm's ``headerExport`` writes them, without the 8-byte header magic.
 
-The header layout is the one documented in the Linux Standard Base Core
-Specification, "Package File Format" (refspecs.linuxfoundation.org,
-LSB-Core-generic, chapter "Package File Format", section "Header Structure"),
-and in rpm's own documentation (rpm.org, "RPM v4 header format" and the
-"Immutable header regions" note): two big-endian int32 fields, the index entry
-count and the data size, then that many 16-byte index entries (tag, type,
-offset into the data, count), then the data. Files are stored as
+The header layout is the one of the Linux Standard Base Core Specification,
+"Package File Format", section "Header Structure" (refspecs.linuxfoundation.org,
+LSB-Core-generic): two big-endian int32 fields, the index entry count and the
+data size, then that many 16-byte index entries (tag, type, offset into the
+data, count), then the data. rpm's "Immutable header regions" note (doc/hregions
+in rpm's source) explains the region tag that opens a stored header, and the
+rpm manual's "RPM Tags" page (rpm.org, docs/manual/tags.md) the tags read here:
 BASENAMES (1117, string array), DIRNAMES (1118, string array) and DIRINDEXES
-(1116, int32 array: each basename's directory), or in packages built before
-rpm 4.1 as OLDFILENAMES (1027, string array of whole paths). rpm itself
-refuses a header with more than 65,535 entries or more than 256 MiB of data
-(rpm 4.14's release notes raised the size limit to that); so does this parser.
+(1116, int32 array: each basename's directory), or in packages older than
+``rpmlib(CompressedFileNames)`` OLDFILENAMES (1027, string array of whole paths). The limits are rpm's
+own sanity checks as its lib/header_internal.h states them: at most 65,535
+entries, 256 MiB of data (HEADER_DATA_MAX), 1,048,575 values in one array
+(HEADER_ARRAY_MAX) and int32 data aligned to 4 bytes.
 
 The file given is a private copy taken out of the guest. It is opened
 read-only; without a write-ahead log beside it, also ``immutable`` (no lock,
-no journal). rpm checkpoints its log when it closes the database, so a log
-is left only by a transaction cut short: when the copy has one beside it,
+no journal). Closing the database merges SQLite's write-ahead log into it
+(rpm 4.18 leaves an empty ``-wal``), so a log is left only by a transaction
+cut short: when the copy has one beside it,
 SQLite reads it too (and may create a ``-shm`` index in that private
 directory) so that committed packages are not missed.
 """
@@ -48,16 +50,15 @@ TAG_DIRNAMES = 1118
 TYPE_INT32 = 4
 TYPE_STRING_ARRAY = 8
 
-#: rpm's own limits for one header (HEADER_TAGS_MAX, HEADER_DATA_MAX in rpm's lib/header.c).
+#: rpm's own limits for one header (see above).
 MAX_HEADER_ENTRIES = 0xFFFF
 MAX_HEADER_DATA = 256 * 1024 * 1024
 MAX_BLOB_BYTES = 8 + 16 * MAX_HEADER_ENTRIES + MAX_HEADER_DATA
 #: Most installed packages read; a large server has a few thousand.
 MAX_PACKAGES = 200_000
-#: Most strings or numbers read from one entry: bounds the objects one header can make
-#: (a string array of 256 MiB of NUL bytes would otherwise be 256 million strings). The
-#: packages with the most files hold tens of thousands.
-MAX_ENTRY_COUNT = 1_000_000
+#: Most strings or numbers in one entry, rpm's HEADER_ARRAY_MAX: bounds the objects one header
+#: can make (256 MiB of NUL bytes would otherwise be 256 million strings).
+MAX_ENTRY_COUNT = 0xFFFFF
 #: Most owned paths; a large server has a few hundred thousand.
 MAX_PATHS = 4_000_000
 #: Longest path kept (Linux's PATH_MAX); longer names are ignored.

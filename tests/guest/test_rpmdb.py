@@ -177,7 +177,7 @@ HOSTILE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     "huge data size": (lambda b: b[:4] + struct.pack(">I", 0x7FFFFFFF) + b[8:], "more than rpm's"),
     "size contradicts intro": (lambda b: b + b"\x00", "its intro says"),
     "strings past the end": (lambda b: _patch_entry(b, rpmdb.TAG_BASENAMES, offset=0xFFFFFF00), "past the data's end"),
-    "too many strings": (lambda b: _patch_entry(b, rpmdb.TAG_BASENAMES, count=0xFFFFFFFF), "more than 1,000,000"),
+    "too many strings": (lambda b: _patch_entry(b, rpmdb.TAG_BASENAMES, count=0xFFFFFFFF), "more than 1,048,575"),
     "more strings than data": (lambda b: _patch_entry(b, rpmdb.TAG_DIRNAMES, count=900_000), "past the data's end"),
     "ints past the end": (lambda b: _patch_entry(b, rpmdb.TAG_DIRINDEXES, count=500_000), "past the data's end"),
     "unaligned ints": (lambda b: _patch_entry(b, rpmdb.TAG_DIRINDEXES, offset=_entries(b)[1116][2] + 1), "unaligned"),
