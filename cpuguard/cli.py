@@ -205,8 +205,9 @@ def feature_cmd(names: tuple[str, ...]) -> None:
         click.echo(f"{name}: canonical {canonical}, libvirt {libvirt}")
 
 
-#: Modules that contribute commands: each exposes ``COMMANDS``, a list of click commands.
-COMMAND_MODULES = ("cpuguard.scan.cli", "cpuguard.hook.cli", "cpuguard.planning.cli")
+#: Modules that contribute commands: each exposes ``COMMANDS``, a list of click commands, and may
+#: expose ``INVENTORY_COMMANDS``, subcommands of ``cpuguard inventory``.
+COMMAND_MODULES = ("cpuguard.scan.cli", "cpuguard.hook.cli", "cpuguard.planning.cli", "cpuguard.guest.cli")
 
 
 def _register_commands() -> None:
@@ -221,6 +222,10 @@ def _register_commands() -> None:
             raise
         for command in getattr(module, "COMMANDS", ()):
             cli.add_command(command)
+        inventory = cli.commands.get("inventory")
+        if isinstance(inventory, click.Group):  # subcommands of `cpuguard inventory` from other parts
+            for command in getattr(module, "INVENTORY_COMMANDS", ()):
+                inventory.add_command(command)
 
 
 _register_commands()

@@ -111,7 +111,6 @@ class GuestNeeds:
     os_name: str | None
     os_need: OsNeed | None
     binaries: tuple[BinaryNeeds, ...]  # provenance says which disk and when
-    problems: tuple[str, ...] = ()
-
-    def age_days(self, now: datetime) -> float:
-        return max(0.0, (now - self.scanned_at).total_seconds() / 86400)
+    problems: tuple[str, ...] = ()  # what that scan could not read
+    age_days: float = 0.0  # at the time it was loaded
+    stale: bool = False  # older than the configured bound: a warning, never silence

@@ -78,7 +78,34 @@ def _merge(report: ScanReport, policy: Path) -> int:
 
 
 @click.command("scan")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--guest", metavar="VM", help="Read a VM's disks: an inventory name or a domain XML file.")
+@click.option(
+    "--disk",
+    "disks",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Read a disk image or backup (raw or qcow2); repeat for the disks of one guest.",
+)
+@click.option(
+    "--follow-backing",
+    is_flag=True,
+    help="With --disk: open the backing files an image's header names (nothing else vouches for them).",
+)
+@click.option("--all-files", is_flag=True, help="With --guest/--disk: scan package-owned files too.")
+@click.option(
+    "--policies",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="With --guest: the policies directory whose inventory names the VM.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=900.0,
+    show_default=True,
+    help="With --guest/--disk: seconds the guest may take once its appliance runs.",
+)
 @click.option("--follow-needed", is_flag=True, help="Also scan the shared libraries they load (DT_NEEDED).")
 @click.option(
     "--format",
@@ -103,6 +130,12 @@ def _merge(report: ScanReport, policy: Path) -> int:
 @click.option("--jobs", type=click.IntRange(1, 256), help="Decoding processes (default: CPUs).")
 def scan(
     paths: tuple[Path, ...],
+    guest: str | None,
+    disks: tuple[Path, ...],
+    follow_backing: bool,
+    all_files: bool,
+    policies: Path | None,
+    timeout: float,
     follow_needed: bool,
     fmt: str,
     output: Path | None,
@@ -117,7 +150,31 @@ def scan(
     recursively). Features used only after a run-time CPU check (ifunc,
     __builtin_cpu_supports, OpenSSL's capability vector...) are reported as
     dispatched, not required.
+
+    With --guest VM or --disk IMAGE, the files are read from a guest's disks
+    (read-only, through a libguestfs appliance): programs owned by no package,
+    those of enabled systemd units, and the libraries they load.
     """
+    if guest is not None or disks:
+        if paths:
+            raise click.UsageError("give PATHs, or --guest/--disk, not both")
+        from cpuguard.guest.cli import run_scan
+
+        run_scan(
+            guest=guest,
+            disks=disks,
+            follow_backing=follow_backing,
+            all_files=all_files,
+            fmt=fmt,
+            output=output,
+            merge_into=merge_into,
+            policies=policies,
+            no_cache=no_cache,
+            timeout=timeout,
+        )
+        return
+    if not paths:
+        raise click.UsageError("give PATHs to scan, or --guest VM, or --disk IMAGE")
     from cpuguard.knowledge import load_knowledge
     from cpuguard.levels import level_features
     from cpuguard.scan.render import render_json, render_text, render_yaml
