@@ -13,11 +13,12 @@ from pathlib import Path
 from cpuguard.config import DEFAULT_CONFIG, read_config
 from cpuguard.domain import parse_domain, read_domain
 from cpuguard.errors import BadInput, UnknownName
+from cpuguard.guest.records import GuestNeeds
 from cpuguard.hosts.sources import is_uri, looks_like_source, resolve_host
 from cpuguard.inventory import INVENTORY_NAME, Inventory, read_inventory
 from cpuguard.knowledge import Knowledge
 from cpuguard.libvirt_api import connect
-from cpuguard.policy import VmPolicy, find_policy, read_policy
+from cpuguard.policy import VmPolicy, find_policy, read_policy, with_guest
 from cpuguard.records import Domain, HostFacts, Move, Requirements, Verdict
 from cpuguard.requirements import build_requirements
 from cpuguard.verdict import decide
@@ -121,6 +122,14 @@ class Fleet:
                 result[name] = self.host(name)
         return result
 
+    def guest_needs(self, vm: str) -> GuestNeeds | None:
+        """The stored scan of ``vm``'s disks (``POLICIES/guests/<vm>.json``), if any."""
+        from datetime import UTC, datetime
+
+        from cpuguard.guest.store import find_needs
+
+        return find_needs(self.inventory.root, vm, now=datetime.now(UTC))
+
     def vm(self, spec: str) -> tuple[str, Domain | None, VmPolicy | None, str | None]:
         """(name, domain, policy, current host) for an inventory VM, a policy-only VM,
         a domain XML file, or ``URI/domain-name``."""
@@ -169,12 +178,22 @@ def requirements_for(
     fleet: Fleet, vm_spec: str, move: Move, source_spec: str | None = None
 ) -> tuple[Requirements, str | None]:
     name, domain, policy, current = fleet.vm(vm_spec)
+    policy = with_guest(policy, name, None if _outsider(fleet, vm_spec) else fleet.guest_needs(name))
     source_name = source_spec or current
     source = fleet.host(source_name) if source_name else None
     req = build_requirements(name, domain, policy, move, fleet.knowledge, source_host=source)
     if fleet.notes:
         req = replace(req, notes=(*req.notes, *fleet.notes))
     return req, source_name
+
+
+def _outsider(fleet: Fleet, vm_spec: str) -> bool:
+    """A domain XML from outside the bundled example fleet, used for want of another: the
+    example fleet lends it neither policies nor guest scans (see :meth:`Fleet.vm`)."""
+    path = Path(vm_spec)
+    if not fleet.fallback or vm_spec in fleet.inventory.vms or not (path.suffix.lower() == ".xml" or path.is_file()):
+        return False
+    return not path.resolve().is_relative_to(fleet.inventory.root.resolve())
 
 
 def check_vm(fleet: Fleet, vm_spec: str, host_spec: str, move: Move, source_spec: str | None = None) -> Verdict:

@@ -15,12 +15,13 @@ docs/policy.md)::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from cpuguard.errors import BadInput
+from cpuguard.guest.records import GuestNeeds
 from cpuguard.knowledge import Knowledge
 from cpuguard.levels import normalize_level
 from cpuguard.scan.records import BinaryNeeds
@@ -46,6 +47,17 @@ class VmPolicy:
     model_features: frozenset[str] = frozenset()
     binaries: tuple[BinaryNeeds, ...] = ()
     description: str = ""
+    guest: GuestNeeds | None = None  # a stored scan of the VM's disks (policies/guests/<vm>.json)
+
+
+def with_guest(policy: VmPolicy | None, vm: str, guest: GuestNeeds | None) -> VmPolicy | None:
+    """``policy`` with the VM's stored guest scan; a VM without a policy gets one that holds only
+    the scan (``source`` empty: no policy file applied)."""
+    if guest is None:
+        return policy
+    if policy is None:
+        return VmPolicy(vm=vm, source="", guest=guest)
+    return replace(policy, guest=guest)
 
 
 def policy_from_data(raw: Any, where: Path | str, knowledge: Knowledge, *, vm: str | None = None) -> VmPolicy:

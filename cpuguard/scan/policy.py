@@ -14,6 +14,8 @@ Format (an interface, documented in docs/scan.md)::
           - {feature: avx512f, reason: "ifunc variant …", confidence: high,
              instructions: 10, functions: 1}
         notes: ["built with BUILD_NATIVE …"]
+        found_in: "pbx01's disk vda"     # only for files read from a guest's disk
+        reason: "owned by no package"   # why the guest scan chose the file
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from cpuguard.scan.records import (
 )
 from cpuguard.scan.serialize import dispatched_to_dict, iso, use_to_dict
 
-ENTRY_KEYS = frozenset({"path", "sha256", "scanned_at", "level", "required", "dispatched", "notes"})
+ENTRY_KEYS = frozenset(
+    {"path", "sha256", "scanned_at", "level", "required", "dispatched", "notes", "found_in", "reason"}
+)
 REQUIRED_KEYS = frozenset({"feature", "instructions", "functions", "examples", "evidence"})
 DISPATCHED_KEYS = frozenset({"feature", "reason", "confidence", "instructions", "functions"})
 EVIDENCE = (DECODED, ISA_NOTE, FEATURE_NOTE)
@@ -227,6 +231,8 @@ def policy_binaries_from_data(
                 dispatched=dispatched,
                 notes=check.strings(entry.get("notes", []), f"{key}.notes"),
                 source=str(source_path) if source_path is not None else "",
+                found_in=check.text(entry["found_in"], f"{key}.found_in") if "found_in" in entry else "",
+                reason=check.text(entry["reason"], f"{key}.reason") if "reason" in entry else "",
             )
         )
     return result

@@ -113,22 +113,28 @@ class BinaryNeeds:
     dispatched: tuple[DispatchedFeature, ...] = ()
     notes: tuple[str, ...] = ()
     source: str = ""  # the policy file this came from
+    found_in: str = ""  # read from a guest's disk: "pbx01's disk vda"
+    reason: str = ""  # why a guest scan chose it: "owned by no package", ...
 
     @property
     def features(self) -> frozenset[str]:
         return frozenset(u.feature for u in self.required)
 
     def provenance(self, feature: str) -> str:
-        """``needed by /usr/sbin/asterisk (1,234 instructions in 87 functions)``."""
+        """``needed by /usr/sbin/asterisk (1,234 instructions in 87 functions)``; for a file read
+        from a guest's disk ``needed by /usr/sbin/asterisk in pbx01's disk vda (scanned 2026-12-06)
+        (…)``."""
+        name = self.path
+        if self.found_in:
+            when = f", scanned {self.scanned_at:%Y-%m-%d}" if self.scanned_at else ""
+            name = f"{self.path} in {self.found_in}{when}"
         use = next((u for u in self.required if u.feature == feature), None)
         if use is None:
-            return f"needed by {self.path}"
+            return f"needed by {name}"
         if use.evidence == ISA_NOTE:
-            return f"needed by {self.path} (its x86-64 ISA level note)"
+            return f"needed by {name} (its x86-64 ISA level note)"
         if use.evidence == FEATURE_NOTE:
-            return f"needed by {self.path} (its x86 feature note)"
+            return f"needed by {name} (its x86 feature note)"
         plural = "s" if use.instructions != 1 else ""
         fplural = "s" if use.functions != 1 else ""
-        return (
-            f"needed by {self.path} ({use.instructions:,} instruction{plural} in {use.functions:,} function{fplural})"
-        )
+        return f"needed by {name} ({use.instructions:,} instruction{plural} in {use.functions:,} function{fplural})"
