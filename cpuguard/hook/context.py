@@ -83,9 +83,7 @@ def _read_policies(policies_dir: Path, knowledge: Knowledge) -> tuple[dict[str, 
     policies: dict[str, VmPolicy] = {}
     versions: dict[str, FileVersion] = {}
     vms = policies_dir / "vms"
-    if not vms.is_dir():
-        return policies, versions
-    for path in sorted(vms.iterdir()):
+    for path in sorted(vms.iterdir()) if vms.is_dir() else ():
         if path.suffix not in (".yaml", ".yml") or path.name.startswith("."):
             continue
         if path.stem in policies:
@@ -93,7 +91,32 @@ def _read_policies(policies_dir: Path, knowledge: Knowledge) -> tuple[dict[str, 
         data = read_bytes(path, MAX_YAML_BYTES)
         policies[path.stem] = policy_from_data(parse_yaml(data, path), path, knowledge, vm=path.stem)
         versions[path.stem] = file_version(path, data)
+    _add_guest_scans(policies_dir, policies, versions)
     return policies, versions
+
+
+def _add_guest_scans(policies_dir: Path, policies: dict[str, VmPolicy], versions: dict[str, FileVersion]) -> None:
+    """Stored guest scans (``guests/<vm>.json``, written by ``inventory scan-guests``) join the
+    VMs' policies; their file versions are kept as ``guest:<vm>``. The hook never opens a disk."""
+    from datetime import UTC, datetime
+
+    from cpuguard.guest.store import GUESTS_DIR, MAX_RESULT_BYTES, needs_from_result, parse_result
+    from cpuguard.policy import with_guest
+    from cpuguard.xmlsafe import read_bytes
+
+    guests = policies_dir / GUESTS_DIR
+    if not guests.is_dir():
+        return
+    now = datetime.now(UTC)
+    for path in sorted(guests.iterdir()):
+        if path.suffix != ".json" or path.name.startswith("."):
+            continue
+        data = read_bytes(path, MAX_RESULT_BYTES)
+        needs = needs_from_result(parse_result(data, path), path, vm=path.stem, now=now)
+        joined = with_guest(policies.get(path.stem), path.stem, needs)
+        if joined is not None:
+            policies[path.stem] = joined
+        versions[f"guest:{path.stem}"] = file_version(path, data)
 
 
 def check_owners(paths: list[str]) -> None:
@@ -143,7 +166,7 @@ def build_context(config_path: Path) -> HookContext:
     inputs += _knowledge_inputs()
 
     policies_dir = config.policies
-    inputs += [str(policies_dir), str(policies_dir / "vms"), str(policies_dir / INVENTORY_NAME)]
+    inputs += [str(policies_dir / d) for d in ("", "vms", "guests", INVENTORY_NAME)]
     policies, versions = _read_policies(policies_dir, knowledge)
     inputs += [v.path for v in versions.values()]
 

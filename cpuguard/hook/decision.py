@@ -165,6 +165,7 @@ def _result(event: Event, verdict: Verdict, context: HookContext, local: LocalHo
         notes=list(verdict.notes),
         message=message,
         policy=_version(context.policy_versions.get(event.vm)),
+        guest_scan=_version(context.policy_versions.get(f"guest:{event.vm}")),
         snapshot=_snapshot_record(local),
     )
     code = EXIT_BLOCK if verdict.outcome is Outcome.BLOCK else EXIT_ALLOW

@@ -19,6 +19,7 @@ from typing import Any
 
 from cpuguard.domain import parse_domain
 from cpuguard.errors import BadInput, CpuguardError
+from cpuguard.guest.store import GUESTS_DIR, read_needs
 from cpuguard.hosts.sources import host_from_hypervisor, is_uri, resolve_host
 from cpuguard.inventory import HostEntry, VmEntry
 from cpuguard.knowledge import Knowledge
@@ -34,6 +35,7 @@ from cpuguard.planning.inventory_file import (
 )
 from cpuguard.planning.records import Problem, VmSpec
 from cpuguard.planning.vmfiles import VmFileReader, policy_files
+from cpuguard.policy import with_guest
 from cpuguard.records import HostFacts
 
 DEFAULT_TIMEOUT = 30.0
@@ -125,6 +127,9 @@ def load_fleet(
     entries = host_entries(raw, path, problems)
     vms_listed, vm_hosts = vm_entries(raw, path, set(entries) | _unreadable(problems), problems)
     found = policy_files(policies)
+    guest_dir = policies / GUESTS_DIR
+    guest_scans = {p.stem: p for p in sorted(guest_dir.glob("*.json"))} if guest_dir.is_dir() else {}
+    now = datetime.now(UTC)
     files = {name: (e.domain, found.get(name)) for name, e in vms_listed.items()}
     vms: dict[str, VmSpec] = {}
     with VmFileReader(files, knowledge) as reader:
@@ -140,6 +145,12 @@ def load_fleet(
                     domain = str(exc)
             if isinstance(policy, str) or isinstance(domain, str):
                 problems.append(Problem("vm", name, policy if isinstance(policy, str) else str(domain), on))
+                continue
+            try:
+                scan = read_needs(guest_scans[name], vm=name, now=now) if name in guest_scans else None
+                policy = with_guest(policy, name, scan)
+            except CpuguardError as exc:
+                problems.append(Problem("vm", name, str(exc), on))
                 continue
             vms[name] = VmSpec(name, entry.host, domain, policy)
     clusters = {name: e.cluster for name, e in entries.items() if e.cluster}
