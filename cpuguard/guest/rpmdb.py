@@ -35,19 +35,21 @@ import sqlite3
 import stat
 import struct
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 from cpuguard.guest.dpkg import normalise
 from cpuguard.guest.errors import GuestDataError
 
+TAG_ARCH = 1022
 TAG_OLDFILENAMES = 1027
 TAG_DIRINDEXES = 1116
 TAG_BASENAMES = 1117
 TAG_DIRNAMES = 1118
 
 TYPE_INT32 = 4
+TYPE_STRING = 6
 TYPE_STRING_ARRAY = 8
 
 #: rpm's own limits for one header (see above).
@@ -117,6 +119,12 @@ def _strings(data: memoryview, entry: _Entry, tag: int) -> list[bytes]:
     if len(parts) <= entry.count:
         raise GuestDataError(f"tag {tag}: string {len(parts):,} of {entry.count:,} runs past the data's end")
     return parts[: entry.count]
+
+
+def _string(data: memoryview, entry: _Entry, tag: int) -> bytes:
+    if entry.type != TYPE_STRING or entry.count != 1:
+        raise GuestDataError(f"tag {tag} has type {entry.type} and count {entry.count:,}, not one string")
+    return _strings(data, _Entry(TYPE_STRING_ARRAY, entry.offset, 1), tag)[0]
 
 
 def _int32s(data: memoryview, entry: _Entry, tag: int) -> tuple[int, ...]:
@@ -195,6 +203,40 @@ def _blobs(db: Path, deadline: float) -> Iterator[tuple[int, bytes]]:
         connection.close()
 
 
+def header_arch(blob: bytes) -> str | None:
+    """The architecture one RPM header names (``x86_64``, ``noarch``, AlmaLinux 10's
+    ``x86_64_v2``), or None for a header without one (``gpg-pubkey``)."""
+    found, data = _index(blob, frozenset({TAG_ARCH}))
+    if TAG_ARCH not in found:
+        return None
+    raw = _string(data, found[TAG_ARCH], TAG_ARCH)
+    arch = raw.decode("utf-8", "replace")
+    return arch if arch.isprintable() and 0 < len(arch) <= 64 else None
+
+
+def _collect(db: Path, per_header: Callable[[bytes], Iterable[str]], what: str) -> frozenset[str]:
+    """The union of ``per_header`` over every header of ``db``, with every refusal one line."""
+    if not _regular(db):
+        raise GuestDataError(f"{db.name}: not a regular file")
+    found: set[str] = set()
+    deadline = time.monotonic() + MAX_SECONDS
+    try:
+        for hnum, blob in _blobs(db, deadline):
+            try:
+                found.update(per_header(blob))
+            except GuestDataError as exc:
+                raise GuestDataError(f"{db.name}: package {hnum}: {exc}") from None
+            if len(found) > MAX_PATHS:
+                raise GuestDataError(f"{db.name}: more than {MAX_PATHS:,} {what}")
+    except sqlite3.Error as exc:
+        if time.monotonic() > deadline:
+            raise GuestDataError(f"{db.name}: reading took longer than {MAX_SECONDS:g} s, refusing it") from None
+        raise GuestDataError(f"{db.name}: not a readable SQLite rpm database: {exc}") from None
+    except MemoryError:
+        raise GuestDataError(f"{db.name}: too large to read") from None
+    return frozenset(found)
+
+
 def owned_paths(db: Path) -> frozenset[str]:
     """Every file path the packages of the RPM SQLite database ``db`` own.
 
@@ -203,22 +245,11 @@ def owned_paths(db: Path) -> frozenset[str]:
     :class:`GuestDataError` with one line; so do more packages or paths than the
     limits above.
     """
-    if not _regular(db):
-        raise GuestDataError(f"{db.name}: not a regular file")
-    owned: set[str] = set()
-    deadline = time.monotonic() + MAX_SECONDS
-    try:
-        for hnum, blob in _blobs(db, deadline):
-            try:
-                owned.update(header_files(blob))
-            except GuestDataError as exc:
-                raise GuestDataError(f"{db.name}: package {hnum}: {exc}") from None
-            if len(owned) > MAX_PATHS:
-                raise GuestDataError(f"{db.name}: more than {MAX_PATHS:,} owned paths")
-    except sqlite3.Error as exc:
-        if time.monotonic() > deadline:
-            raise GuestDataError(f"{db.name}: reading took longer than {MAX_SECONDS:g} s, refusing it") from None
-        raise GuestDataError(f"{db.name}: not a readable SQLite rpm database: {exc}") from None
-    except MemoryError:
-        raise GuestDataError(f"{db.name}: too large to read") from None
-    return frozenset(owned)
+    return _collect(db, header_files, "owned paths")
+
+
+def package_arches(db: Path) -> frozenset[str]:
+    """The architectures of the installed packages (``{"x86_64", "noarch"}``): which
+    build of a distribution the guest runs, where the os-release does not say
+    (AlmaLinux 10's ``x86_64_v2`` build). Refusals as :func:`owned_paths`."""
+    return _collect(db, lambda blob: [arch] if (arch := header_arch(blob)) else [], "architectures")

@@ -12,7 +12,7 @@ import pytest
 
 from cpuguard.guest import rpmdb
 from cpuguard.guest.errors import GuestDataError
-from cpuguard.guest.rpmdb import header_files, owned_paths
+from cpuguard.guest.rpmdb import header_arch, header_files, owned_paths, package_arches
 from tests.guest.rpmtools import Package, install_packages, rpm_file_list
 
 ELF = Path("/usr/bin/true").read_bytes()
@@ -307,3 +307,23 @@ def test_file_name_with_uri_characters(tmp_path: Path, real_db: Path) -> None:
     odd.mkdir()
     shutil.copyfile(real_db, odd / "rpmdb.sqlite")
     assert owned_paths(odd / "rpmdb.sqlite") == owned_paths(real_db)
+
+
+# --- package architectures -------------------------------------------------------------------
+
+
+def test_package_arches_of_a_real_database(real_db: Path) -> None:
+    assert package_arches(real_db) == {"noarch", "x86_64"}
+
+
+def test_header_arch_of_built_headers(blob: bytes) -> None:
+    assert header_arch(blob) == "x86_64"
+    # AlmaLinux 10's second build names its packages x86_64_v2 (rpm 4.18 cannot build one)
+    data = b"x86_64_v2\x00"
+    header = struct.pack(">II", 1, len(data)) + struct.pack(">IIII", rpmdb.TAG_ARCH, rpmdb.TYPE_STRING, 0, 1) + data
+    assert header_arch(header) == "x86_64_v2"
+    assert header_arch(struct.pack(">II", 0, 0)) is None
+    unprintable = header.replace(b"x86_64_v2", b"x86\x1b[2Jv2")
+    assert header_arch(unprintable) is None
+    with pytest.raises(GuestDataError, match="not one string"):
+        header_arch(_patch_entry(blob, rpmdb.TAG_ARCH, count=2))
