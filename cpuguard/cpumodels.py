@@ -48,6 +48,14 @@ class CpuMap:
             raise UnknownName(where, "libvirt CPU model", name, close)
         return model
 
+    def find(self, name: str) -> CpuModel | None:
+        """The model, or None if this cpu_map does not know the name (matching ignores case)."""
+        model = self.models.get(name)
+        if model is None:
+            lowered = {m.lower(): m for m in self.models}
+            model = self.models.get(lowered.get(name.lower(), ""))
+        return model
+
     def features_of(self, name: str) -> frozenset[str]:
         return self.get(name).features
 
@@ -72,6 +80,10 @@ def build_cpu_map(data: CpuMapData, vocabulary: Vocabulary) -> CpuMap:
     models = {}
     for name in data.models:
         features = frozenset(vocabulary.from_libvirt.get(f, f) for f in data.expanded(name))
+        # Newer cpu_maps list the VMX capability bits (vmx-*) in Intel models. QEMU gives them
+        # to a guest only together with vmx, which the models do not have, and /proc/cpuinfo
+        # does not name them: cpuguard checks vmx itself (README "What counts as a need").
+        features -= vocabulary.vmx_capabilities
         models[name] = CpuModel(name, data.models[name].vendor, features)
     return CpuMap(data.source, models)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from cpuguard.errors import BadInput
@@ -12,6 +13,9 @@ from cpuguard.xmlsafe import MAX_XML_BYTES, parse_xml, read_bytes
 CPU_MODES = ("custom", "host-model", "host-passthrough", "maximum")
 X86_ARCHES = ("x86_64", "i686")
 FEATURE_POLICIES = ("force", "require", "optional", "disable", "forbid")
+#: How libvirt's cpu_map spells model and feature names (``Icelake-Server-v7``, ``sse4.2``,
+#: ``vmx-invept-single-context-noglobals``); an unknown name of this shape is kept, any other refused.
+LIBVIRT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 #: QEMU's default x86_64 CPU model when a domain has no <cpu> element. QEMU then
 #: drops quietly whatever of it the host lacks (no check), so such a guest starts
@@ -42,7 +46,12 @@ def parse_domain(text: str | bytes, where: str | Path, knowledge: Knowledge) -> 
     model_el = models[0] if models else None
     model = (model_el.text or "").strip() if model_el is not None else None
     if model and arch in X86_ARCHES:
-        knowledge.cpu_map.get(model, where)  # unknown model: clear error now, not a silent empty set
+        found = knowledge.cpu_map.find(model)
+        if found is None and not LIBVIRT_NAME.fullmatch(model):
+            knowledge.cpu_map.get(model, where)  # not a name any libvirt writes: the unknown-model error
+        # a model this cpu_map does not know (XML from a newer libvirt) is kept as written:
+        # requirements.py makes it a need only a host naming the same model can meet
+        model = found.name if found is not None else model
     by_policy: dict[str, set[str]] = {p: set() for p in FEATURE_POLICIES}
     for feature in cpu_el.findall("feature"):
         fname = feature.get("name")
@@ -52,7 +61,12 @@ def parse_domain(text: str | bytes, where: str | Path, knowledge: Knowledge) -> 
         if policy not in FEATURE_POLICIES:
             raise BadInput(where, f"unknown feature policy {policy!r} for {fname}")
         if arch in X86_ARCHES:  # other architectures' feature names are not in the x86 vocabulary
-            by_policy[policy].add(knowledge.vocabulary.canonical(fname, where))
+            # a name the vocabulary does not know (XML from a newer libvirt) stays as written: a
+            # need only a host whose facts list that name can meet, never an error that blocks all
+            known = knowledge.vocabulary.try_canonical(fname)
+            if known is None and not LIBVIRT_NAME.fullmatch(fname):
+                knowledge.vocabulary.canonical(fname, where)  # not a name any libvirt writes: unknown-feature error
+            by_policy[policy].add(known or fname)
     if mode == "custom" and not model and not any(by_policy.values()) and arch in X86_ARCHES:
         mode, model = "default", DEFAULT_MODEL
     return Domain(

@@ -99,6 +99,7 @@ class Requirements:
     policy: str | None = None  # the policy file that applied, if any
     current_host: str | None = None  # where the VM runs now, if known
     unchecked: tuple[str, ...] = ()  # what could not be checked: an allow becomes a warn
+    vendor_origin: str | None = None  # guest-cpu (<vendor> in the definition) | live (the current host's)
 
     @property
     def features(self) -> frozenset[str]:

@@ -37,7 +37,23 @@ def _problems(req: Requirements, host: HostFacts) -> list[str]:
         problems.append(f"architecture mismatch: the guest is {req.arch}, the host {host.arch}")
     if req.vendor and host.vendor and req.vendor.lower() != host.vendor.lower():
         problems.append(f"vendor mismatch: the guest needs a CPU by {req.vendor}, the host's is by {host.vendor}")
+    elif req.vendor and not host.vendor and req.vendor_origin == "guest-cpu":
+        # libvirt calls a vendor-pinned guest incompatible with a host of unknown vendor
+        # (tests/cputest.c: host-no-vendor against host); what could not be checked is not allowed
+        problems.append(
+            f"vendor unknown: the guest CPU definition names {req.vendor}, the host's CPU vendor is not known"
+        )
     return problems
+
+
+def _unchecked(req: Requirements, host: HostFacts) -> list[str]:
+    """What could not be checked on this host: an allow becomes a warn."""
+    found = list(req.unchecked)
+    if req.vendor and not host.vendor and req.vendor_origin != "guest-cpu":
+        found.append(
+            f"vendor not checked: the running guest sees a CPU by {req.vendor}, the host's CPU vendor is not known"
+        )
+    return found
 
 
 def _missing(req: Requirements, host: HostFacts) -> tuple[tuple[Missing, ...], tuple[Missing, ...]]:
@@ -59,11 +75,12 @@ def decide(
 ) -> Verdict:
     missing, forbidden = _missing(req, host)
     problems = _problems(req, host)
+    unchecked = _unchecked(req, host)
     warnings: list[str] = []
     notes = list(req.notes)
-    if not missing and not forbidden and not problems and req.unchecked:
+    if not missing and not forbidden and not problems and unchecked:
         outcome = Outcome.WARN  # nothing found missing, but not everything could be checked
-        warnings.extend(req.unchecked)
+        warnings.extend(unchecked)
     elif not missing and not forbidden and not problems:
         outcome = Outcome.ALLOW
     elif problems:
@@ -76,8 +93,8 @@ def decide(
         notes.append("policy mode is off: missing features reported but not enforced")
     else:
         outcome = Outcome.BLOCK
-    if outcome is not Outcome.WARN or not set(req.unchecked) <= set(warnings):
-        notes.extend(req.unchecked)
+    if outcome is not Outcome.WARN or not set(unchecked) <= set(warnings):
+        notes.extend(unchecked)
     hints: list[str] = []
     if outcome is not Outcome.ALLOW and alternatives:
         hints = sorted(

@@ -47,6 +47,15 @@ class Vocabulary:
     hypervisor_provided: frozenset[str] = frozenset()  # KVM offers them to guests on any host
     #: vendor -> {flag Linux shows: hidden CPUID bits it implies} (data/feature_names.yaml)
     cpuinfo_hidden: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    #: canonical names of VMX capability bits (cpu_map ``vmx-*``, see FeatureDef.vmx_capability)
+    vmx_capabilities: frozenset[str] = frozenset()
+
+    @property
+    def never_needed(self) -> frozenset[str]:
+        """Features no destination's CPU must offer: KVM gives them to every guest
+        (``hypervisor_provided``), or they are details of nested virtualization that
+        ``vmx`` itself stands for (``vmx_capabilities``). One rule for every move."""
+        return self.hypervisor_provided | self.vmx_capabilities
 
     def try_canonical(self, name: str) -> str | None:
         return self.by_key.get(match_key(name))
@@ -87,6 +96,7 @@ def build_vocabulary(cpu_map: CpuMapData, names: Mapping[str, Any], where: Path)
     to_libvirt: dict[str, str] = {}
     from_libvirt: dict[str, str] = {}
     non_migratable: set[str] = set()
+    vmx_capabilities: set[str] = set()
 
     def claim(spelling: str, canonical: str) -> None:
         key = match_key(spelling)
@@ -102,6 +112,8 @@ def build_vocabulary(cpu_map: CpuMapData, names: Mapping[str, Any], where: Path)
         from_libvirt[feature.name] = canonical
         if not feature.migratable:
             non_migratable.add(canonical)
+        if feature.vmx_capability:
+            vmx_capabilities.add(canonical)
         claim(canonical, canonical)
         claim(feature.name, canonical)
         for alias, _source in feature.aliases:
@@ -119,7 +131,14 @@ def build_vocabulary(cpu_map: CpuMapData, names: Mapping[str, Any], where: Path)
         for vendor, table in names.get("cpuinfo_hidden", {}).items()
     }
     return Vocabulary(
-        frozenset(by_key.values()), by_key, to_libvirt, from_libvirt, frozenset(non_migratable), provided, hidden
+        frozenset(by_key.values()),
+        by_key,
+        to_libvirt,
+        from_libvirt,
+        frozenset(non_migratable),
+        provided,
+        hidden,
+        frozenset(vmx_capabilities),
     )
 
 

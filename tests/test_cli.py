@@ -104,8 +104,6 @@ BAD_XML = {
     "external.xml": "<?xml version='1.0'?><!DOCTYPE d [<!ENTITY x SYSTEM 'file:///etc/passwd'>]><domain>&x;</domain>",
     "truncated.xml": "<domain type='kvm'><name>x</name><cpu mode='custom'><model>Westm",
     "wrong-root.xml": "<capabilities/>",
-    "unknown-model.xml": "<domain><name>x</name><cpu mode='custom'><model>Westmire</model></cpu></domain>",
-    "unknown-feature.xml": "<domain><name>x</name><cpu mode='host-model'><feature name='avx9'/></cpu></domain>",
     "bad-mode.xml": "<domain><name>x</name><cpu mode='host-copy'/></domain>",
 }
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cpuguard.cpumap import SYSTEM_CPU_MAP, parse_cpu_map_dir
 from cpuguard.errors import BadInput, UnknownName
 from cpuguard.hosts.snapshot import parse_snapshot, snapshot_to_dict, write_snapshot
 from cpuguard.hosts.sources import host_from_file, resolve_host
@@ -129,7 +130,12 @@ def test_capabilities_and_cpuinfo_of_one_machine_agree(knowledge: Knowledge) -> 
         from_linux = host_from_file(cpuinfo, knowledge).flags
         assert from_libvirt - from_linux - NOT_IN_CPUINFO == set()
         assert knowledge.vocabulary.hypervisor_provided <= from_libvirt & from_linux
-        modelled = set(knowledge.vocabulary.to_libvirt)
+        # what the libvirt that wrote the capture models (Debian 12's, the installed one here);
+        # newer cpu_maps model more of Linux's flags (cet-ibt, flush-l1d)
+        if not (SYSTEM_CPU_MAP / "index.xml").is_file():
+            continue
+        known = parse_cpu_map_dir(SYSTEM_CPU_MAP).features
+        modelled = {c for c, name in knowledge.vocabulary.to_libvirt.items() if name in known}
         assert (from_linux & modelled) - from_libvirt == set()
 
 

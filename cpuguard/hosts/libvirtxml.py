@@ -29,7 +29,11 @@ def _expand(
 ) -> frozenset[str]:
     flags: set[str] = set()
     if model:
-        flags |= cpu_map.get(model, where).features
+        found = cpu_map.find(model)
+        # A model this cpu_map does not know (XML from a newer libvirt) is not an error: the host
+        # keeps the features it lists plus the model's name, which a guest of that model needs
+        # (requirements.py), so the answer is narrow rather than a refusal.
+        flags |= found.features if found is not None else {f"model:{model}"}
     for feature in features:
         name = feature.get("name")
         if not name:

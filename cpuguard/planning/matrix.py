@@ -147,7 +147,12 @@ def _policy_key(policy: VmPolicy | None) -> object:
     if policy is None:
         return None
     binaries = tuple((tuple(f.feature for f in b.required), b.level) for b in policy.binaries)
-    return (policy.mode, policy.level, policy.features, policy.model_features, binaries)
+    guest = policy.guest
+    scanned = None
+    if guest is not None:
+        floor = guest.os_need.level if guest.os_need else None
+        scanned = (floor, frozenset(use.feature for b in guest.binaries for use in b.required))
+    return (policy.mode, policy.level, policy.features, policy.model_features, binaries, scanned)
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,7 @@ class _Needs:
 
     arch: str
     vendor: str | None
+    vendor_origin: str | None
     features: frozenset[str]
     forbidden: frozenset[str]
     mode: str
@@ -207,6 +213,7 @@ class _RequirementCache:
         joined = _Needs(
             arch=base.arch,
             vendor=base.vendor,
+            vendor_origin=base.vendor_origin,
             features=base_features | workload,
             forbidden=forbidden,
             mode=vm.policy.mode if vm.policy else "enforce",
@@ -217,9 +224,11 @@ class _RequirementCache:
 
 
 @cache
-def _problems(req_arch: str, req_vendor: str | None, host_arch: str, host_vendor: str) -> tuple[str, ...]:
+def _problems(
+    req_arch: str, req_vendor: str | None, vendor_origin: str | None, host_arch: str, host_vendor: str
+) -> tuple[str, ...]:
     """Architecture / vendor problems, worded exactly as ``verdict.decide`` words them."""
-    req = Requirements(vm="", arch=req_arch, move=Move.COLD, needs=(), vendor=req_vendor)
+    req = Requirements(vm="", arch=req_arch, move=Move.COLD, needs=(), vendor=req_vendor, vendor_origin=vendor_origin)
     host = HostFacts("", host_arch, host_vendor, "", frozenset(), "", "")
     return decide(req, host).problems
 
@@ -255,7 +264,7 @@ def compute_matrix(
     for column, cls in enumerate(host_class_of):
         columns_of_class[cls] |= 1 << column
 
-    NeedKey = tuple[Move, str, str | None, frozenset[str], frozenset[str]]
+    NeedKey = tuple[Move, str, str | None, frozenset[str], frozenset[str], str | None]
     need_keys: dict[NeedKey, int] = {}
     need_members: list[list[str]] = []
     need_info: list[NeedKey] = []
@@ -278,7 +287,7 @@ def compute_matrix(
             ids: list[int] = []
             for move in MOVES:
                 needs = cache.needs(vm, move)
-                need_key = (move, needs.arch, needs.vendor, needs.features, needs.forbidden)
+                need_key = (move, needs.arch, needs.vendor, needs.features, needs.forbidden, needs.vendor_origin)
                 cls = need_keys.setdefault(need_key, len(need_keys))
                 if cls == len(need_info):
                     need_info.append(need_key)
@@ -293,14 +302,14 @@ def compute_matrix(
 
     cells = _Cells(index)
     accepted: list[int] = []
-    for n, (_move, arch, vendor, features, forbidden) in enumerate(need_info):
+    for n, (_move, arch, vendor, features, forbidden, vendor_origin) in enumerate(need_info):
         need = index.mask(features)
         forbid = index.mask(forbidden)
         ok_columns = 0
         for h, hclass in enumerate(host_classes):
             lacking = need & ~have[h]
             present = forbid & have[h]
-            trouble = _problems(arch, vendor, hclass.arch, hclass.vendor)
+            trouble = _problems(arch, vendor, vendor_origin, hclass.arch, hclass.vendor)
             if lacking or present or trouble:
                 cells.add((n, h), lacking, present, trouble)
             else:
@@ -323,7 +332,7 @@ def compute_matrix(
         )
     need_classes = tuple(
         NeedClass(i, move, arch, vendor, features, forbidden, tuple(need_members[i]), vm_level(features))
-        for i, (move, arch, vendor, features, forbidden) in enumerate(need_info)
+        for i, (move, arch, vendor, features, forbidden, _origin) in enumerate(need_info)
     )
     return Matrix(
         hosts=columns,
