@@ -20,6 +20,7 @@ names a file walk returns. Nothing here touches a file system.
 
 from __future__ import annotations
 
+import io
 import posixpath
 from collections.abc import Iterable, Mapping
 
@@ -51,9 +52,8 @@ def normalise(path: str) -> str | None:
 
 
 def _lines(data: bytes) -> Iterable[str]:
-    for raw in data.split(b"\n"):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
+    for line in io.BytesIO(data):  # one line at a time: a list file may be large
+        raw = line.rstrip(b"\n").removesuffix(b"\r")
         if raw and len(raw) <= MAX_PATH_BYTES:
             yield raw.decode("utf-8", "surrogateescape")
 
@@ -76,8 +76,8 @@ def owned_paths(lists: Iterable[tuple[str, bytes]]) -> frozenset[str]:
             path = normalise(line)
             if path is not None:
                 owned.add(path)
-        if len(owned) > MAX_PATHS:
-            raise GuestDataError(f"dpkg database: more than {MAX_PATHS:,} owned paths")
+                if len(owned) > MAX_PATHS:
+                    raise GuestDataError(f"dpkg database: more than {MAX_PATHS:,} owned paths")
     return frozenset(owned)
 
 

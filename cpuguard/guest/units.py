@@ -182,6 +182,6 @@ def exec_commands(
                 command = _command(word.text, number, specifiers or {})
                 if command is not None:
                     found.append((key, command))
-        if len(found) > MAX_COMMANDS:
-            raise GuestDataError(f"unit file starts more than {MAX_COMMANDS:,} commands")
+                    if len(found) > MAX_COMMANDS:
+                        raise GuestDataError(f"unit file starts more than {MAX_COMMANDS:,} commands")
     return [command for _, command in found]
