@@ -60,7 +60,7 @@ def _guest_needs(guest: GuestNeeds) -> list[Need]:
     floor = guest.os_need
     if floor is not None:
         name = guest.os_name or floor.family
-        origin = Origin("guest-os", f"guest OS {name} needs {floor.level} ({floor.family}: {floor.source})")
+        origin = Origin("guest-os", f"guest OS {name} needs {floor.level} ({floor.family})")
         needs.extend(Need(f, origin) for f in sorted(level_features(floor.level)))
     return needs
 

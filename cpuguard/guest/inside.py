@@ -109,6 +109,7 @@ class Inside:
         self.all_files = all_files
         self.selection = Selection()
         self.root_links = self._root_links()
+        self.package_arches: frozenset[str] = frozenset()  # of RPM packages: x86_64, x86_64_v2...
 
     # -- guest file access (every call stays inside the guest) ------------------------------
 
@@ -210,6 +211,7 @@ class Inside:
             return None
         try:
             owned = rpmdb.owned_paths(_path(local))
+            self.package_arches = rpmdb.package_arches(_path(local))
         except GuestDataError as exc:
             self.selection.problems.append(f"RPM database {database}: {exc}")
             return None
@@ -238,7 +240,7 @@ class Inside:
             names = names[:MAX_WALK_ENTRIES]
         by_dir: dict[str, list[str]] = {}
         for name in names:
-            full = posixpath.join(place, name)
+            full = posixpath.join(place, name.lstrip("/"))  # find0 names start with "/"
             by_dir.setdefault(posixpath.dirname(full), []).append(posixpath.basename(full))
         for directory, entries in by_dir.items():
             for start in range(0, len(entries), 1000):

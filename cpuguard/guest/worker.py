@@ -178,8 +178,11 @@ class Appliance:
 
 def _os_of(g: Any, root: str, inside: Inside, name: str) -> dict[str, Any]:
     text = inside.read_small("/etc/os-release") or inside.read_small("/usr/lib/os-release") or b""
-    fields = osrelease.parse_os_release(text.decode("utf-8", "replace"))
-    info = osrelease.OsInfo.from_fields(fields)
+    try:
+        fields = osrelease.parse_os_release(text.decode("utf-8", "replace"))
+    except GuestDataError:
+        fields = {}
+    info = osrelease.OsInfo.from_release(fields)
     result: dict[str, Any] = {
         "kind": g.inspect_get_type(root),
         "distro": g.inspect_get_distro(root),
@@ -190,9 +193,9 @@ def _os_of(g: Any, root: str, inside: Inside, name: str) -> dict[str, Any]:
         "version_id": info.version_id,
         "root": name,
     }
-    if info.pretty_name:
+    if fields.get("PRETTY_NAME"):
         result["name"] = one_line(info.pretty_name)
-    floor = osfloor.floor_for(info)
+    floor = osfloor.floor_for(info, arches=inside.package_arches)
     if floor is not None:
         result["floor"] = {"level": floor.level, "family": floor.family, "source": floor.source, "note": floor.note}
     return result
@@ -259,9 +262,9 @@ def inspect_guest(
             continue
         inside = Inside(g, directory, all_files=all_files)
         disk = appliance.guest_name(root)
+        owned = inside.owned()
         if "os" not in result:
             result["os"] = _os_of(g, root, inside, disk)
-        owned = inside.owned()
         inside.choose_unowned(owned)
         inside.choose_units()
         inside.close_over_needed(links)

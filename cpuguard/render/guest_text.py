@@ -44,9 +44,7 @@ def render_guest_text(scan: GuestScan, baseline: frozenset[str]) -> str:
         lines.append(f"  OS: {one_line(scan.os.name)} (root file system on {scan.os.root})")
     if scan.os_need is not None:
         need = scan.os_need
-        lines.append(f"  guest OS needs {need.level}: {need.family} ({need.source})")
-        if need.note:
-            lines.append(f"    {need.note}")
+        lines.append(f"  guest OS needs {need.level} ({need.family}; sources: docs and --format json)")
     elif scan.os is not None:
         lines.append("  guest OS: no documented CPU floor above x86-64 in cpuguard's data")
     lines.extend(_chain(scan))
