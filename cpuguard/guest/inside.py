@@ -179,7 +179,8 @@ class Inside:
                     lists.append((name, data))
             diversions = self.read_small("/var/lib/dpkg/diversions") or b""
             try:
-                owned = dpkg.owned_paths(lists) | dpkg.diverted_paths(diversions)
+                # a local diversion means the administrator replaced the package's file: not owned
+                owned = (dpkg.owned_paths(lists) | dpkg.diverted_paths(diversions)) - dpkg.local_diversions(diversions)
             except GuestDataError as exc:
                 self.selection.problems.append(f"dpkg's database: {exc}")
                 return None
