@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hook_helpers import DOMAINS, HookSite, model_xml, passthrough_xml
+from hook_helpers import DOMAINS, HookSite, domain_xml, model_xml, passthrough_xml
 
 from cpuguard.hook.decision import Event, error_result
 from cpuguard.hook.events import guarded_operation
@@ -33,7 +33,7 @@ def test_incompatible_live_migration_is_blocked_with_every_origin(site: HookSite
         "cpuguard: BLOCK db01 on old-node (live): missing abm, avx, avx2, bmi1, bmi2, f16c, fma, movbe, xsave "
         f"(level x86-64-v3 required by policy {policy}); abm, f16c (features required by the guest CPU "
         "definition (domain XML libvirt:db01)); avx, avx2, bmi1, bmi2, erms, fma, fsgsbase, invpcid, movbe, pcid, "
-        "pclmulqdq, rdtscp, smep, spec_ctrl, tsc_deadline_timer, x2apic, xsave (guest CPU model "
+        "pclmulqdq, rdtscp, smep, spec_ctrl, xsave (guest CPU model "
         "Haswell-noTSX-IBRS (domain XML libvirt:db01))\n"
     )
     (record,) = site.records()
@@ -207,3 +207,51 @@ def test_hosts_no_vm_runs_on_are_not_read(site: HookSite) -> None:
     assert run.exit_code == 1
     assert "spare" not in run.stderr
     assert site.records()[0]["warnings"] == []
+
+
+NEWER_LIBVIRT_CPU = (
+    "<cpu mode='custom' match='exact' check='full'><model fallback='forbid'>GraniteRapids-v2</model>"
+    "<vendor>Intel</vendor><feature policy='require' name='zero-fcs-fds'/>"
+    "<feature policy='require' name='fdp-excptn-only'/><feature policy='disable' name='sbdr-ssdp-no'/></cpu>"
+)
+
+
+def test_domain_xml_of_a_newer_libvirt_is_decided_not_an_error(site: HookSite) -> None:
+    """libvirt 12's model and feature names (bundled cpu_map): a decision, not on_error."""
+    caps = site.root / "granite-capabilities.xml"  # as a libvirt 12 host would describe itself
+    caps.write_text(
+        "<capabilities><host><cpu><arch>x86_64</arch><model>GraniteRapids-v2</model><vendor>Intel</vendor>"
+        "<feature name='zero-fcs-fds'/><feature name='fdp-excptn-only'/></cpu></host></capabilities>"
+    )
+    site.snapshot_from(str(caps), "granite-node")
+    run = site.hook("db01", "migrate", domain_xml("db01", NEWER_LIBVIRT_CPU))
+    assert (run.exit_code, run.stderr) == (0, "")
+    older = NEWER_LIBVIRT_CPU.replace("GraniteRapids-v2", "Haswell-v2")
+    assert site.hook("db01", "prepare", domain_xml("db01", older)).exit_code == 0
+    site.snapshot_from("model:GraniteRapids-v2", "granite-model")
+    lacking = site.hook("db01", "migrate", domain_xml("db01", NEWER_LIBVIRT_CPU))
+    assert lacking.exit_code == 1
+    assert lacking.stderr == (
+        "cpuguard: BLOCK db01 on granite-model (live): missing fdp_excptn_only, zero_fcs_fds "
+        "(features required by the guest CPU definition (domain XML libvirt:db01))\n"
+    )
+    assert [(r["operation"], r["verdict"]) for r in site.records()] == [
+        ("migrate", "allow"),
+        ("start", "allow"),
+        ("migrate", "block"),
+    ]
+
+
+def test_a_name_no_cpu_map_knows_is_a_narrow_need_not_an_error(site: HookSite) -> None:
+    cpu = (
+        "<cpu mode='custom' match='exact'><model>FutureLake</model><feature policy='require' name='avx-quantum'/></cpu>"
+    )
+    run = site.hook("ci01", "prepare", domain_xml("ci01", cpu))
+    assert run.exit_code == 1
+    assert run.stderr == (
+        "cpuguard: BLOCK ci01 on old-node (cold): missing avx-quantum (features required by the guest CPU "
+        "definition (domain XML libvirt:ci01)); model:FutureLake (guest CPU model FutureLake (domain XML "
+        "libvirt:ci01); the model is not in cpuguard's cpu_map, so only a host naming it can meet it)\n"
+    )
+    (record,) = site.records()
+    assert (record["verdict"], record["decision"]) == ("block", "block")
