@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from cpuguard.cpumap import read_snapshot
+from cpuguard.cpumodels import build_cpu_map
 from cpuguard.domain import parse_domain
 from cpuguard.errors import BadInput
 from cpuguard.hosts.sources import host_from_file
@@ -30,6 +32,8 @@ from cpuguard.levels import highest_level, level_features
 from cpuguard.records import Domain, HostFacts, Move, Outcome, Verdict
 from cpuguard.requirements import build_requirements
 from cpuguard.verdict import decide
+from cpuguard.vocabulary import NAMES_FILE, build_vocabulary
+from cpuguard.yamlsafe import read_yaml
 from tests.conftest import DATA, run_cpuguard
 
 CPUTEST = DATA / "libvirt-cputest"
@@ -171,3 +175,19 @@ def test_every_real_cpu_is_a_host(host: str, knowledge: Knowledge, tmp_path: Pat
     assert all((highest_level(knowledge.cpu_map.features_of(m)) or "x86-64-v0") <= level for m in runnable[:5]), (
         runnable[:5]
     )
+
+
+def test_the_bundled_cpu_map_alone_agrees_too(tmp_path: Path) -> None:
+    """Where no libvirt is installed cpuguard decides with the bundled (newer) cpu_map only."""
+    data = read_snapshot()
+    vocabulary = build_vocabulary(data, read_yaml(NAMES_FILE), NAMES_FILE)
+    bundled = Knowledge(vocabulary, build_cpu_map(data, vocabulary))
+    disagreements = [
+        (host, guest)
+        for host, guest, result in COMPARE
+        if cpuguard_says(host, guest, bundled, tmp_path) != DIFFERENCES.get((host, guest), libvirt_says(result))
+    ]
+    disagreements += [
+        cpu for cpu in CPUIDS if cpuguard_says(f"cpuid-{cpu}-host", f"cpuid-{cpu}-guest", bundled, tmp_path) != "allow"
+    ]
+    assert disagreements == []
