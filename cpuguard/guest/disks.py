@@ -99,7 +99,10 @@ class _Chain:
         self.seen.add(key)
         if fmt is not None and fmt not in FORMATS:
             raise self.fail(path, f"image format {fmt!r} is not read (only {', '.join(FORMATS)})")
-        header = self.info(path, fmt)
+        try:
+            header = self.info(path, fmt)
+        except BadInput as exc:
+            raise self.fail(path, exc.problem) from None
         found = str(header.get("format", ""))
         if found not in FORMATS:
             raise self.fail(path, f"image format {found!r} is not read (only {', '.join(FORMATS)})")
