@@ -61,9 +61,7 @@ def guest_disks(spec: str, policies: Path, inventory: Path | None) -> tuple[str,
     from cpuguard.guest.disks import disks_of_domain
 
     path = Path(spec)
-    if path.suffix.lower() == ".xml" or path.is_file():
-        if not path.exists():
-            raise BadInput(path, "no such file")
+    if path.suffix.lower() == ".xml" or path.exists():  # a file, or a pipe: <(virsh dumpxml VM)
         return disks_of_domain(path)
     return _inventory_disks(policies, inventory, spec)
 
