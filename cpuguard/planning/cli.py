@@ -321,7 +321,10 @@ def metrics_cmd(output: Path | None, policies: Path | None, inventory: Path | No
 
     fleet = _load(policies, inventory, timeout)
     matrix = compute_matrix(list(fleet.vms.values()), fleet.hosts, load_knowledge(), problems=fleet.problems)
-    figures = fleet_figures(matrix, list(fleet.host_entries), facts_dates(fleet), datetime.now(UTC))
+    scanned = {
+        name: vm.policy.guest.scanned_at for name, vm in fleet.vms.items() if vm.policy and vm.policy.guest
+    }
+    figures = fleet_figures(matrix, list(fleet.host_entries), facts_dates(fleet), datetime.now(UTC), scanned)
     text = render_metrics(figures)
     if output is None:
         click.echo(text, nl=False)

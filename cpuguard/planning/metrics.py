@@ -40,6 +40,7 @@ class FleetFigures:
     hosts: tuple[HostFigures, ...]
     problems: tuple[Problem, ...]
     generated: datetime
+    guest_scan_ages: tuple[tuple[str, float], ...] = ()  # (vm, seconds) of stored guest scans
 
     @property
     def stranded(self) -> int:
@@ -55,9 +56,11 @@ def fleet_figures(
     host_names: list[str],
     captured: Mapping[str, datetime | None],
     now: datetime,
+    guest_scanned: Mapping[str, datetime] | None = None,
 ) -> FleetFigures:
     """``host_names``: every inventory host, readable or not; ``captured``: when each
-    readable host's facts were taken (snapshot date, else the file's modification time)."""
+    readable host's facts were taken (snapshot date, else the file's modification time);
+    ``guest_scanned``: when each VM's stored guest scan was made."""
     levels = {name: matrix.host_classes[matrix.host_class[i]].level for i, name in enumerate(matrix.hosts)}
     hosts = []
     for name in sorted(host_names):
@@ -71,4 +74,5 @@ def fleet_figures(
             )
         )
     vms = tuple(VmFigures(v.name, v.host or "", v.live_targets, v.cold_targets, v.mode) for v in matrix.vms)
-    return FleetFigures(vms, tuple(hosts), matrix.problems, now)
+    ages = tuple((vm, max(0.0, (now - when).total_seconds())) for vm, when in sorted((guest_scanned or {}).items()))
+    return FleetFigures(vms, tuple(hosts), matrix.problems, now, ages)

@@ -60,6 +60,11 @@ def render_metrics(figures: FleetFigures) -> str:
         [({"host": h.host}, round(h.age_seconds, 3)) for h in figures.hosts if h.age_seconds is not None],
     )
     family(
+        "cpuguard_guest_scan_age_seconds",
+        "Age of the VM's stored guest scan (cpuguard inventory scan-guests); alert when it grows stale.",
+        [({"vm": vm}, round(age, 3)) for vm, age in figures.guest_scan_ages],
+    )
+    family(
         "cpuguard_plan_problems",
         "Inventory items that could not be read; while above 0 the figures are incomplete.",
         [({}, len(figures.problems))],

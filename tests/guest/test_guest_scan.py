@@ -219,6 +219,7 @@ def test_plan_and_metrics_use_the_stored_scans(fleet: Fleet) -> None:
     metrics = run("metrics", "--policies", fleet.policies)
     assert metrics.returncode in (0, 1, 2), metrics.stderr
     assert 'vm="g-ext4"' in metrics.stdout
+    assert 'cpuguard_guest_scan_age_seconds{vm="g-ext4"}' in metrics.stdout
 
 
 @pytest.mark.parametrize("name", sorted(APPLIANCE_HOSTILE))
