@@ -81,6 +81,23 @@ def is_example_fleet(policies_dir: Path) -> bool:
     return policies_dir.resolve() == EXAMPLE_POLICIES.resolve()
 
 
+def guest_scan_dirs(policies: Path, inventory_file: Path | None) -> list[Path]:
+    """Where stored guest scans (``<vm>.json``) are read from: ``POLICIES/guests/``, written by
+    ``inventory scan-guests``, and ``guests/`` beside an inventory kept elsewhere
+    (``--inventory DIR``: results fetched from the hypervisors, as examples/ansible/ does)."""
+    from cpuguard.guest.store import GUESTS_DIR
+
+    dirs = [policies / GUESTS_DIR]
+    if inventory_file is not None and inventory_file.parent.resolve() != policies.resolve():
+        dirs.append(inventory_file.parent / GUESTS_DIR)
+    return dirs
+
+
+def latest_scan(found: list[GuestNeeds]) -> GuestNeeds | None:
+    """Of one VM's stored scans, the one made last (the earlier in ``found`` on a tie)."""
+    return max(found, key=lambda needs: needs.scanned_at, default=None)
+
+
 @dataclass
 class Fleet:
     knowledge: Knowledge
@@ -123,12 +140,14 @@ class Fleet:
         return result
 
     def guest_needs(self, vm: str) -> GuestNeeds | None:
-        """The stored scan of ``vm``'s disks (``POLICIES/guests/<vm>.json``), if any."""
+        """The stored scan of ``vm``'s disks, if any (see :func:`guest_scan_dirs`)."""
         from datetime import UTC, datetime
 
-        from cpuguard.guest.store import find_needs
+        from cpuguard.guest.store import read_needs
 
-        return find_needs(self.inventory.root, vm, now=datetime.now(UTC))
+        now = datetime.now(UTC)
+        paths = [d / f"{vm}.json" for d in guest_scan_dirs(self.inventory.root, self.inventory.path)]
+        return latest_scan([read_needs(p, vm=vm, now=now) for p in paths if p.exists()])
 
     def vm(self, spec: str) -> tuple[str, Domain | None, VmPolicy | None, str | None]:
         """(name, domain, policy, current host) for an inventory VM, a policy-only VM,

@@ -19,7 +19,8 @@ from typing import Any
 
 from cpuguard.domain import parse_domain
 from cpuguard.errors import BadInput, CpuguardError
-from cpuguard.guest.store import GUESTS_DIR, read_needs
+from cpuguard.fleet import guest_scan_dirs, latest_scan
+from cpuguard.guest.store import read_needs
 from cpuguard.hosts.sources import host_from_hypervisor, is_uri, resolve_host
 from cpuguard.inventory import HostEntry, VmEntry
 from cpuguard.knowledge import Knowledge
@@ -127,8 +128,10 @@ def load_fleet(
     entries = host_entries(raw, path, problems)
     vms_listed, vm_hosts = vm_entries(raw, path, set(entries) | _unreadable(problems), problems)
     found = policy_files(policies)
-    guest_dir = policies / GUESTS_DIR
-    guest_scans = {p.stem: p for p in sorted(guest_dir.glob("*.json"))} if guest_dir.is_dir() else {}
+    guest_scans: dict[str, list[Path]] = {}
+    for guest_dir in guest_scan_dirs(policies, path):
+        for result in sorted(guest_dir.glob("*.json")) if guest_dir.is_dir() else ():
+            guest_scans.setdefault(result.stem, []).append(result)
     now = datetime.now(UTC)
     files = {name: (e.domain, found.get(name)) for name, e in vms_listed.items()}
     vms: dict[str, VmSpec] = {}
@@ -147,7 +150,7 @@ def load_fleet(
                 problems.append(Problem("vm", name, policy if isinstance(policy, str) else str(domain), on))
                 continue
             try:
-                scan = read_needs(guest_scans[name], vm=name, now=now) if name in guest_scans else None
+                scan = latest_scan([read_needs(p, vm=name, now=now) for p in guest_scans.get(name, ())])
                 policy = with_guest(policy, name, scan)
             except CpuguardError as exc:
                 problems.append(Problem("vm", name, str(exc), on))
