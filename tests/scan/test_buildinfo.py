@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cpuguard.scan import scan_paths
+from tests.conftest import run_cpuguard
 from tests.scan.conftest import Built
 
 NOTE = 'built with BUILD_NATIVE (asterisk_build_opts: "BUILD_NATIVE, OPTIONAL_API"): compiled for the build host\'s CPU'
@@ -41,3 +42,11 @@ def test_asterisk_22_stripped_is_found_in_rodata(corpus: dict[str, Built], scan_
 def test_other_build_options_are_not_a_note(corpus: dict[str, Built], scan_cache: Path) -> None:
     assert not any("BUILD_NATIVE" in n for n in notes(corpus["asterisk-generic"].path, scan_cache))
     assert not any("BUILD_NATIVE" in n for n in notes(corpus["kernels-haswell"].path, scan_cache))
+
+
+def test_cpuguard_scan_shows_it(corpus: dict[str, Built], tmp_path: Path) -> None:
+    """The note as `cpuguard scan` prints it for an unstripped Asterisk 22 build."""
+    binary = corpus["asterisk22-native"].path
+    result = run_cpuguard("scan", str(binary), "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"  note: {NOTE_ALL}" in result.stdout.splitlines()
