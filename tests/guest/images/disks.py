@@ -49,6 +49,8 @@ PART_TYPES = {
 
 @dataclass(frozen=True)
 class Slot:
+    """Where a filesystem goes: partition ``number`` (None: the whole disk), in bytes."""
+
     number: int | None
     offset: int
     length: int
@@ -66,13 +68,11 @@ def layout(path: Path, fs_size: int, table: Table, kind: str, *, disk_size: int 
         return Slot(None, 0, fs_size)
     head = MiB * (2 if table == "gpt" else 1)
     new_file(path, disk_size or head + fs_size + MiB)
-    lines = ["label: gpt" if table == "gpt" else "label: dos"]
+    os_partition = f"size={fs_size // 512}, type={PART_TYPES[table, kind]}"
     if table == "gpt":
-        lines.append(f"start=2048, size=2048, type={PART_TYPES['gpt', 'bios']}")
-    first = "start=2048, " if table == "mbr" else ""
-    lines.append(
-        f"{first}size={fs_size // 512}, type={PART_TYPES[table, kind]}" + (", bootable" if table == "mbr" else "")
-    )
+        lines = ["label: gpt", f"start=2048, size=2048, type={PART_TYPES['gpt', 'bios']}", os_partition]
+    else:
+        lines = ["label: dos", f"start=2048, {os_partition}, bootable"]
     if disk_size:
         lines.append(f"type={PART_TYPES[table, 'linux']}")
     run([need_tool("sfdisk"), "-q", "--no-reread", "--no-tell-kernel", str(path)], input="\n".join(lines).encode())
@@ -92,12 +92,16 @@ def fs_size_for(tree: Path, minimum: int, factor: float, slack: int) -> int:
 
 
 def mkfs_ext4(tree: Path, image: Path, offset: int, length: int, label: str) -> None:
-    run([need_tool("mke2fs"), "-q", "-F", "-t", "ext4", "-b", "4096", "-L", label, "-d", str(tree),
-         "-E", f"offset={offset}", str(image), f"{length // 4096}"])  # fmt: skip
+    """``mke2fs -d TREE`` into ``length`` bytes of ``image`` from ``offset``, 4 KiB blocks as distributions use."""
+    options = ["-q", "-F", "-t", "ext4", "-b", "4096", "-L", label, "-d", str(tree), "-E", f"offset={offset}"]
+    run([need_tool("mke2fs"), *options, str(image), str(length // 4096)])
 
 
-def raw_disk(path: Path, slot: Slot, table: Table, filesystem: str | None, label: str | None, *,
-          root: Root | None = None, files: tuple[str, ...] = ()) -> Disk:  # fmt: skip
+def raw_disk(
+    path: Path, slot: Slot, table: Table, filesystem: str | None, label: str | None, *,
+    root: Root | None = None, files: tuple[str, ...] = (),
+) -> Disk:  # fmt: skip
+    """The record of a raw image just built."""
     return Disk(path, "raw", path.stat().st_size, table, filesystem, slot.offset, slot.number, label, root, files)
 
 

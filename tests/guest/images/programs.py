@@ -100,12 +100,51 @@ WantedBy=multi-user.target
 
 def compile_c(source: str, out: Path, march: str, *extra: str) -> Path:
     """``gcc -O2 -march=MARCH`` of one C source; the object is ``out``."""
-    gcc = need_tool("gcc")
     src = out.with_name(out.name + ".c")
     src.write_text(source)
-    run([gcc, "-O2", f"-march={march}", "-o", str(out), str(src), *extra])
+    run([need_tool("gcc"), "-O2", f"-march={march}", "-o", str(out), str(src), *extra])
     src.unlink()
     return out
+
+
+def march_has_avx2(march: str) -> bool:
+    """Whether gcc's -march=MARCH enables AVX2 (gcc defines __AVX2__ then): gcc's word, not a table."""
+    macros = run([need_tool("gcc"), f"-march={march}", "-dM", "-E", "-x", "c", "/dev/null"]).stdout
+    return b"#define __AVX2__ 1" in macros
+
+
+def _library(
+    root: Root, build: Path, name: str, march: str, via: Literal["runpath", "ld.so.conf"]
+) -> tuple[str, list[str]]:
+    """Build and install libNAME.so.1; return its guest path and the program's extra gcc arguments."""
+    directory = "/usr/local/lib" if via == "runpath" else f"/opt/{name}/lib"
+    entry = re.sub(r"\W", "_", name) + "_work"
+    built = compile_c(
+        LIBRARY_SOURCE.replace("ENTRY", entry), build / f"lib{name}.so.1", march,
+        "-shared", "-fPIC", f"-Wl,-soname,lib{name}.so.1",
+    )  # fmt: skip
+    guest_path = f"{directory}/lib{name}.so.1"
+    install_file(root.path, guest_path, built.read_bytes(), 0o755)
+    args = [str(built), "-DWITH_LIBRARY", f"-DLIBRARY_ENTRY={entry}"]
+    if via == "runpath":
+        args.append(f"-Wl,--enable-new-dtags,-rpath,{directory}")  # DT_RUNPATH, not the older DT_RPATH
+    else:
+        install_file(root.path, f"/etc/ld.so.conf.d/{name}.conf", f"{directory}\n".encode())
+    return guest_path, args
+
+
+def _unit(
+    root: Root, program: str, unit: str, *, enabled: bool, link: Literal["absolute", "relative"], exec_prefix: str
+) -> tuple[str, str | None]:
+    """Write /etc/systemd/system/UNIT; enable it the way ``systemctl enable`` does. Returns (unit, wants link)."""
+    unit_path = f"/etc/systemd/system/{unit}"
+    text = UNIT_TEMPLATE.format(name=program.rsplit("/", 1)[1], program=program, exec_prefix=exec_prefix)
+    install_file(root.path, unit_path, text.encode())
+    if not enabled:
+        return unit_path, None
+    wants = f"/etc/systemd/system/multi-user.target.wants/{unit}"
+    symlink(root.path, wants, unit_path if link == "absolute" else f"../{unit}")
+    return unit_path, wants
 
 
 def add_custom_program(
@@ -131,27 +170,15 @@ def add_custom_program(
     Returns the root with the Program appended to ``programs``.
     """
     name = guest_path.rsplit("/", 1)[1]
-    ident = re.sub(r"\W", "_", name)
+    library_path = None
+    plugin_paths = []
     with tempfile.TemporaryDirectory(prefix="cpuguard-build-") as build_dir:
         build = Path(build_dir)
-        link_args: list[str] = []
-        library_guest = None
+        extra: list[str] = []
         if library is not None:
-            library_dir = "/usr/local/lib" if library == "runpath" else f"/opt/{name}/lib"
-            library_guest = f"{library_dir}/lib{name}.so.1"
-            built = compile_c(
-                LIBRARY_SOURCE.replace("ENTRY", f"{ident}_work"), build / f"lib{name}.so.1", march,
-                "-shared", "-fPIC", f"-Wl,-soname,lib{name}.so.1",
-            )  # fmt: skip
-            install_file(root.path, library_guest, built.read_bytes(), 0o755)
-            link_args = [str(built), "-DWITH_LIBRARY", f"-DLIBRARY_ENTRY={ident}_work"]
-            if library == "runpath":
-                link_args.append(f"-Wl,--enable-new-dtags,-rpath,{library_dir}")
-            else:
-                install_file(root.path, f"/etc/ld.so.conf.d/{name}.conf", f"{library_dir}\n".encode())
-        program = compile_c(MAIN_SOURCE, build / name, march, *link_args)
+            library_path, extra = _library(root, build, name, march, library)
+        program = compile_c(MAIN_SOURCE, build / name, march, *extra)
         install_file(root.path, guest_path, program.read_bytes(), 0o755)
-        plugin_paths = []
         for index in range(plugins):
             source = LIBRARY_SOURCE.replace("ENTRY", f"module_{index}_load")
             module = compile_c(source, build / f"mod_{index}.so", march, "-shared", "-fPIC")
@@ -160,11 +187,8 @@ def add_custom_program(
     unit_path = wants = None
     if unit:
         unit_name = unit if isinstance(unit, str) else f"{name}.service"
-        unit_path = f"/etc/systemd/system/{unit_name}"
-        text = UNIT_TEMPLATE.format(name=name, program=guest_path, exec_prefix=exec_prefix)
-        install_file(root.path, unit_path, text.encode())
-        if enabled:
-            wants = f"/etc/systemd/system/multi-user.target.wants/{unit_name}"
-            symlink(root.path, wants, unit_path if link == "absolute" else f"../{unit_name}")
-    added = Program(guest_path, march, unit_path, wants, library_guest, library, tuple(plugin_paths))
+        unit_path, wants = _unit(root, guest_path, unit_name, enabled=enabled, link=link, exec_prefix=exec_prefix)
+    added = Program(
+        guest_path, march, march_has_avx2(march), unit_path, wants, library_path, library, tuple(plugin_paths)
+    )
     return replace(root, programs=(*root.programs, added))

@@ -20,15 +20,12 @@ class Program:
 
     guest_path: str
     march: str
+    needs_avx2: bool  # gcc's -march enables AVX2: the program cannot start on a CPU without it
     unit: str | None  # guest path of its systemd unit file
     wants: str | None  # guest path of the link that enables the unit; None: not enabled
     library: str | None  # guest path of its own shared library (a DT_NEEDED of the program)
     library_via: Literal["runpath", "ld.so.conf"] | None
     plugins: tuple[str, ...]  # guest paths of dlopen()ed modules, same -march
-
-    @property
-    def needs_avx2(self) -> bool:
-        return self.march not in ("x86-64", "x86-64-v2")
 
     @property
     def elf_files(self) -> tuple[str, ...]:
@@ -83,7 +80,7 @@ class Disk:
 
 @dataclass(frozen=True)
 class Lvm:
-    """Where the root LV lives: a PV in partition ``pv_partition`` (or the whole disk)."""
+    """Where the root LV lives: its PV's place in the image and the LV's extents in the PV."""
 
     vg: str
     lv: str

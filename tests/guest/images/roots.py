@@ -211,7 +211,8 @@ REDHAT_SUPPORT_PRODUCT_VERSION="9.4"
 ROCKY94_RELEASE = "Rocky Linux release 9.4 (Blue Onyx)\n"
 
 # Programs copied from this machine into the Rocky root, under the Rocky 9 package
-# that ships them there; their libraries go to /usr/lib64 under Rocky's package names.
+# that ships them there; their libraries go to /usr/lib64 under the package that owns
+# that soname on Rocky 9 (``rpm -qf /usr/lib64/SONAME``); others under the soname's stem.
 ROCKY_PROGRAMS = {"bash": ("/usr/bin/bash",), "coreutils": ("/usr/bin/ls", "/usr/bin/cat", "/usr/bin/sleep")}
 _ROCKY_LIBRARY_PACKAGES = {
     "libc.so.6": "glibc", "ld-linux-x86-64.so.2": "glibc", "libm.so.6": "glibc", "libtinfo.so.6": "ncurses-libs",
@@ -244,7 +245,7 @@ def rocky9_root(dest: Path) -> Root:
             "/usr/lib/os-release": ROCKY94_OS_RELEASE.encode(),
             "/etc/rocky-release": ROCKY94_RELEASE.encode(),
             "/etc/rocky-release-upstream": b"Derived from Red Hat Enterprise Linux 9.4\n",
-            "/usr/lib/system-release-cpe": b"cpe:/o:rocky:rocky:9::baseos\n",
+            "/etc/system-release-cpe": b"cpe:/o:rocky:rocky:9::baseos\n",
         },
         "setup": {
             "/etc/fstab": FSTAB.encode(),
@@ -259,17 +260,22 @@ def rocky9_root(dest: Path) -> Root:
             for soname, library in _shared_libraries(program).items():
                 owner = _ROCKY_LIBRARY_PACKAGES.get(soname, soname.split(".so")[0])
                 files.setdefault(owner, {})[f"/usr/lib64/{soname}"] = library.read_bytes()
+    # names as on Rocky 9; versions are placeholders except the release package's
     noarch = {"rocky-release", "setup"}
     packages = [
-        Package(name, content, version="9.4", arch="noarch" if name in noarch else "x86_64")
+        Package(
+            name,
+            content,
+            version="9.4" if name == "rocky-release" else "1.0",
+            arch="noarch" if name in noarch else "x86_64",
+        )
         for name, content in sorted(files.items())
     ]
     install_packages(dest, packages)
     # links the release package and the filesystem layout ship on Rocky 9
     for link, target in (
         ("/etc/os-release", "../usr/lib/os-release"), ("/etc/redhat-release", "rocky-release"),
-        ("/etc/system-release", "rocky-release"), ("/etc/system-release-cpe", "../usr/lib/system-release-cpe"),
-        ("/usr/bin/sh", "bash"),
+        ("/etc/system-release", "rocky-release"), ("/usr/bin/sh", "bash"),
     ):  # fmt: skip
         symlink(dest, link, target)
     install_file(dest, "/etc/hostname", b"rocky-guest\n")

@@ -70,8 +70,8 @@ def guest_dir(root: Path, guest_dir: str) -> Path:
 
 
 def install_file(root: Path, guest_path: str, data: bytes, mode: int = 0o644) -> Path:
-    """Write a guest file. A file already there is unlinked first, never written through:
-    a root copied with hard links must not change its original."""
+    """Write a guest file. A file already there is unlinked first, never written through
+    (it may be a hard link to another root's file)."""
     parent, name = guest_path.rstrip("/").rsplit("/", 1)
     target = guest_dir(root, parent or "/") / name
     if target.is_symlink() or target.exists():
@@ -132,15 +132,28 @@ def copy_region(src: Path, dst: Path, *, src_offset: int = 0, dst_offset: int = 
             if data >= end:
                 break
             hole = min(os.lseek(fin.fileno(), data, os.SEEK_HOLE), end)
-            done = 0
-            while done < hole - data:
-                copied = os.copy_file_range(
-                    fin.fileno(), fout.fileno(), hole - data - done, data + done, dst_offset + data - src_offset + done
-                )
-                if copied == 0:
-                    break
-                done += copied
+            _copy_bytes(fin.fileno(), fout.fileno(), data, dst_offset + data - src_offset, hole - data)
             pos = hole
+
+
+def _copy_bytes(fd_in: int, fd_out: int, src: int, dst: int, count: int) -> None:
+    """copy_file_range, or read and write where the filesystem cannot (EXDEV, EINVAL, ENOSYS)."""
+    done = 0
+    try:
+        while done < count:
+            copied = os.copy_file_range(fd_in, fd_out, count - done, src + done, dst + done)
+            if copied == 0:
+                raise ImageBuildError("copy_file_range: unexpected end of file")
+            done += copied
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+        while done < count:
+            chunk = os.pread(fd_in, min(count - done, 8 << 20), src + done)
+            if not chunk:
+                raise ImageBuildError("short read while copying a region") from error
+            os.pwrite(fd_out, chunk, dst + done)
+            done += len(chunk)
 
 
 def extract_region(image: Path, offset: int, length: int, out: Path) -> Path:
