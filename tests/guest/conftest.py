@@ -29,6 +29,17 @@ def guest_image_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def scratch_dir(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path`` emptied after the test: images and copied roots are too big to keep around."""
+    yield tmp_path
+    for child in tmp_path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def assembled_root(guest_image_dir: Path) -> images.Root:
     """A small Debian made of this machine's packages (bash, coreutils, libc...), about a second."""

@@ -148,8 +148,8 @@ def test_daemon_is_run_by_an_enabled_unit_as_systemctl_writes_it(pbx_root: image
     assert cli.unit is None and cli.wants is None
 
 
-def test_unit_variants_relative_link_disabled_and_exec_prefix(tmp_path: Path, assembled_root: images.Root) -> None:
-    root = images.copy_root(assembled_root, tmp_path / "root")
+def test_unit_variants_relative_link_disabled_and_exec_prefix(scratch_dir: Path, assembled_root: images.Root) -> None:
+    root = images.copy_root(assembled_root, scratch_dir / "root")
     root = images.add_custom_program(root, "/opt/a/bin/a", unit="alpha.service", link="relative", exec_prefix="-")
     root = images.add_custom_program(root, "/srv/b", enabled=False)
     a, b = root.programs
@@ -209,15 +209,15 @@ def test_rocky9_root_files_are_owned_in_a_real_rpmdb(rocky_root: images.Root) ->
     assert out.stdout == b"ok\n"
 
 
-def test_debootstrap_root_is_a_real_debian_minbase(tmp_path: Path, debootstrap_root: images.Root) -> None:
+def test_debootstrap_root_is_a_real_debian_minbase(scratch_dir: Path, debootstrap_root: images.Root) -> None:
     assert (debootstrap_root.os_id, debootstrap_root.version_id) == ("debian", "12")
     assert {"apt", "bash", "dpkg", "libc6", "coreutils"} <= set(debootstrap_root.packages)
     assert len(debootstrap_root.packages) > 60
     assert not list((debootstrap_root.path / "var/cache/apt/archives").glob("*.deb"))
     listed = tool("dpkg-query", f"--admindir={debootstrap_root.path}/var/lib/dpkg", "-W", "-f", "${Package}\n")
     assert sorted(listed.stdout.split()) == sorted(debootstrap_root.packages)
-    root = images.add_custom_program(images.copy_root(debootstrap_root, tmp_path / "root"))
-    disk = images.ext4_disk(root, tmp_path / "minbase.img", table="mbr")
+    root = images.add_custom_program(images.copy_root(debootstrap_root, scratch_dir / "root"))
+    disk = images.ext4_disk(root, scratch_dir / "minbase.img", table="mbr")
     assert disk.size <= 300 * MiB
     assert "pbxd" in debugfs(disk.path, disk.offset, "ls -l /usr/sbin")
     assert "pbxd" not in debugfs(disk.path, disk.offset, "ls -l /usr/local/sbin")
@@ -293,13 +293,13 @@ def assert_chain(layout_disk: images.Disk) -> None:
     assert layout_disk.path.stat().st_size < MiB  # a pristine overlay
 
 
-def test_layout_holds_the_root_where_the_record_says(layout_disk: images.Disk, tmp_path: Path) -> None:
+def test_layout_holds_the_root_where_the_record_says(layout_disk: images.Disk, scratch_dir: Path) -> None:
     disk = layout_disk
     info = images.qemu_info(disk.path)
     assert isinstance(info, dict)
     assert (info["format"], info["virtual-size"]) == (disk.format, disk.size)
     assert disk.size <= 300 * MiB
-    raw = raw_view(disk, tmp_path)
+    raw = raw_view(disk, scratch_dir)
     if disk.table is None:
         assert disk.offset == 0 and disk.partition is None
     else:
@@ -310,7 +310,7 @@ def test_layout_holds_the_root_where_the_record_says(layout_disk: images.Disk, t
             assert part["start"] * 512 == disk.offset
     found = blkid(raw, disk.offset)
     assert (found.get("TYPE"), found.get("LABEL")) == (disk.filesystem, images.ROOT_LABEL)
-    assert_root_inside(raw, disk, tmp_path)
+    assert_root_inside(raw, disk, scratch_dir)
     if disk.lvm is not None:
         assert_real_volume_group(disk, disk.lvm)
     if disk.chain:
@@ -324,8 +324,8 @@ def test_layouts_cover_every_filesystem_table_and_format() -> None:
     }  # fmt: skip
 
 
-def test_xfs_protofile_keeps_colons_and_refuses_what_it_cannot_express(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
+def test_xfs_protofile_keeps_colons_and_refuses_what_it_cannot_express(scratch_dir: Path) -> None:
+    tree = scratch_dir / "tree"
     (tree / "var/lib/dpkg/info").mkdir(parents=True)
     (tree / "var/lib/dpkg/info/libc6:amd64.list").write_text("/.\n")
     (tree / "tmp").mkdir()
@@ -339,13 +339,13 @@ def test_xfs_protofile_keeps_colons_and_refuses_what_it_cannot_express(tmp_path:
         images.xfs_protofile(tree)
 
 
-def test_copy_region_keeps_images_sparse(tmp_path: Path) -> None:
-    source = tmp_path / "source"
+def test_copy_region_keeps_images_sparse(scratch_dir: Path) -> None:
+    source = scratch_dir / "source"
     with open(source, "wb") as handle:
         handle.truncate(256 * MiB)
         handle.seek(100 * MiB)
         handle.write(b"x" * 4096)
-    copy = images.extract_region(source, 64 * MiB, 128 * MiB, tmp_path / "copy")
+    copy = images.extract_region(source, 64 * MiB, 128 * MiB, scratch_dir / "copy")
     assert copy.stat().st_size == 128 * MiB and copy.stat().st_blocks * 512 <= MiB
     with open(copy, "rb") as handle:
         handle.seek(36 * MiB)
@@ -362,23 +362,23 @@ def test_hostile_catalog_entries_each_say_in_one_line_what_they_test() -> None:
         assert doc and "\n" not in doc, name
 
 
-def test_luks_disk_is_a_luks2_header_without_device_mapper(tmp_path: Path) -> None:
-    disk = images.luks_disk(tmp_path / "luks.img")
+def test_luks_disk_is_a_luks2_header_without_device_mapper(scratch_dir: Path) -> None:
+    disk = images.luks_disk(scratch_dir / "luks.img")
     assert blkid(disk.path, disk.offset)["TYPE"] == "crypto_LUKS" == disk.filesystem
-    header = images.extract_region(disk.path, disk.offset, 16 * MiB, tmp_path / "header")
+    header = images.extract_region(disk.path, disk.offset, 16 * MiB, scratch_dir / "header")
     dump = tool("cryptsetup", "luksDump", header).stdout
     assert "Version:       \t2" in dump and "Keyslots:" in dump
 
 
-def test_unknown_filesystem_is_random_bytes_in_a_linux_partition(tmp_path: Path) -> None:
-    disk = images.unknown_fs_disk(tmp_path / "unknown.img")
+def test_unknown_filesystem_is_random_bytes_in_a_linux_partition(scratch_dir: Path) -> None:
+    disk = images.unknown_fs_disk(scratch_dir / "unknown.img")
     assert partitions(disk.path)["partitions"][0]["type"] == "83"
     assert blkid(disk.path, disk.offset) == {} and disk.filesystem is None
 
 
-def test_truncated_qcow2_keeps_its_header_and_loses_clusters(tmp_path: Path, pbx_disk: images.Disk) -> None:
-    disk = images.truncated_qcow2(pbx_disk, tmp_path / "cut.qcow2")
-    whole = images.qcow2_of(pbx_disk, tmp_path / "whole.qcow2")
+def test_truncated_qcow2_keeps_its_header_and_loses_clusters(scratch_dir: Path, pbx_disk: images.Disk) -> None:
+    disk = images.truncated_qcow2(pbx_disk, scratch_dir / "cut.qcow2")
+    whole = images.qcow2_of(pbx_disk, scratch_dir / "whole.qcow2")
     assert disk.path.stat().st_size <= whole.path.stat().st_size // 2
     info = images.qemu_info(disk.path)
     assert isinstance(info, dict) and info["format"] == "qcow2"
@@ -389,18 +389,18 @@ def test_truncated_qcow2_keeps_its_header_and_loses_clusters(tmp_path: Path, pbx
     ("field", "message"), [("cluster_bits", "Unsupported cluster size"), ("l1_table_offset", "L1 table offset invalid")]
 )
 def test_corrupt_qcow2_header_is_refused_by_qemu(
-    tmp_path: Path, pbx_disk: images.Disk, field: Literal["cluster_bits", "l1_table_offset"], message: str
+    scratch_dir: Path, pbx_disk: images.Disk, field: Literal["cluster_bits", "l1_table_offset"], message: str
 ) -> None:
-    disk = images.corrupt_qcow2(pbx_disk, tmp_path / "bad.qcow2", field=field)
+    disk = images.corrupt_qcow2(pbx_disk, scratch_dir / "bad.qcow2", field=field)
     assert disk.path.read_bytes()[:4] == b"QFI\xfb"
     out = tool("qemu-img", "info", "-U", disk.path, check=False)
     assert out.returncode != 0 and message in out.stderr
 
 
-def test_backing_loop_is_detected_by_qemu_img_info(tmp_path: Path) -> None:
+def test_backing_loop_is_detected_by_qemu_img_info(scratch_dir: Path) -> None:
     # Only ``info --backing-chain`` is safe here: qemu-img 7.2's ``check`` on this chain
     # never returns (it spins, allocating), so an inspector must find the loop itself.
-    disk = images.backing_loop(tmp_path)
+    disk = images.backing_loop(scratch_dir)
     a, b = disk.path, disk.chain[0]
     for image, backing in ((a, b), (b, a)):
         info = images.qemu_info(image)
@@ -409,25 +409,25 @@ def test_backing_loop_is_detected_by_qemu_img_info(tmp_path: Path) -> None:
     assert out.returncode != 0 and "infinite loop" in out.stderr
 
 
-def test_host_backing_file_is_only_named_in_the_header(tmp_path: Path) -> None:
-    disk = images.host_backing_qcow2(tmp_path / "shadow.qcow2")
+def test_host_backing_file_is_only_named_in_the_header(scratch_dir: Path) -> None:
+    disk = images.host_backing_qcow2(scratch_dir / "shadow.qcow2")
     info = images.qemu_info(disk.path)
     assert isinstance(info, dict)
     assert (info["backing-filename"], info["backing-filename-format"]) == ("/etc/shadow", "raw")
     assert b"/etc/shadow" in disk.path.read_bytes()[:4096]
 
 
-def test_backing_without_format_has_no_format_extension(tmp_path: Path, pbx_disk: images.Disk) -> None:
-    base = images.qcow2_of(pbx_disk, tmp_path / "base.qcow2")
-    disk = images.no_backing_format_qcow2(base, tmp_path / "top.qcow2")
+def test_backing_without_format_has_no_format_extension(scratch_dir: Path, pbx_disk: images.Disk) -> None:
+    base = images.qcow2_of(pbx_disk, scratch_dir / "base.qcow2")
+    disk = images.no_backing_format_qcow2(base, scratch_dir / "top.qcow2")
     info = images.qemu_info(disk.path)
     assert isinstance(info, dict)
     assert info["backing-filename"] == str(base.path.absolute()) and "backing-filename-format" not in info
     assert disk.backing_format is None and disk.chain == (base.path.absolute(),)
 
 
-def test_hostile_links_point_out_of_the_guest_and_in_circles(tmp_path: Path, assembled_root: images.Root) -> None:
-    root = images.add_hostile_links(images.copy_root(assembled_root, tmp_path / "root"))
+def test_hostile_links_point_out_of_the_guest_and_in_circles(scratch_dir: Path, assembled_root: images.Root) -> None:
+    root = images.add_hostile_links(images.copy_root(assembled_root, scratch_dir / "root"))
     links = [p for p in root.planted if p.kind != "unit"]
     for planted in links:
         assert os.readlink(root.path / planted.guest_path.lstrip("/")) == planted.target
@@ -441,14 +441,14 @@ def test_hostile_links_point_out_of_the_guest_and_in_circles(tmp_path: Path, ass
     assert root.guest("/opt/hostroot/etc/shadow") == root.path / "etc/shadow"
     with pytest.raises(images.ImageBuildError, match="too many levels"):
         root.guest("/usr/local/bin/loop-a")
-    disk = images.ext4_disk(root, tmp_path / "links.img")
+    disk = images.ext4_disk(root, scratch_dir / "links.img")
     assert 'Fast link dest: "/etc/shadow"' in debugfs(disk.path, 0, "stat /usr/local/bin/evil")
 
 
-def test_control_character_names_reach_the_filesystem_as_bytes(tmp_path: Path, assembled_root: images.Root) -> None:
-    root = images.add_control_char_names(images.copy_root(assembled_root, tmp_path / "root"))
+def test_control_character_names_reach_the_filesystem_as_bytes(scratch_dir: Path, assembled_root: images.Root) -> None:
+    root = images.add_control_char_names(images.copy_root(assembled_root, scratch_dir / "root"))
     assert [p.guest_path for p in root.planted] == list(images.CONTROL_NAMES)
-    disk = images.ext4_disk(root, tmp_path / "names.img", table="mbr")
+    disk = images.ext4_disk(root, scratch_dir / "names.img", table="mbr")
     listing = debugfs(disk.path, disk.offset, "ls -l /usr/local/bin")
     for shown in ("esc\\x1b[31mred", "new\\x0aline", "latin1-\\xe9"):
         assert shown in listing
@@ -458,8 +458,8 @@ def test_control_character_names_reach_the_filesystem_as_bytes(tmp_path: Path, a
         images.xfs_protofile(root.path)
 
 
-def test_huge_sparse_disk_is_2_tib_on_a_few_megabytes(tmp_path: Path, assembled_root: images.Root) -> None:
-    disk = images.huge_sparse_disk(assembled_root, tmp_path / "huge.img")
+def test_huge_sparse_disk_is_2_tib_on_a_few_megabytes(scratch_dir: Path, assembled_root: images.Root) -> None:
+    disk = images.huge_sparse_disk(assembled_root, scratch_dir / "huge.img")
     assert disk.path.stat().st_size == disk.size == 2 * images.TiB
     assert disk.path.stat().st_blocks * 512 < 128 * MiB
     last = partitions(disk.path)["partitions"][-1]
@@ -467,8 +467,8 @@ def test_huge_sparse_disk_is_2_tib_on_a_few_megabytes(tmp_path: Path, assembled_
     assert blkid(disk.path, disk.offset)["TYPE"] == "ext4"
 
 
-def test_no_os_disk_holds_only_data(tmp_path: Path) -> None:
-    disk = images.no_os_disk(tmp_path / "data.img")
+def test_no_os_disk_holds_only_data(scratch_dir: Path) -> None:
+    disk = images.no_os_disk(scratch_dir / "data.img")
     assert blkid(disk.path, disk.offset)["LABEL"] == "data"
     top = debugfs(disk.path, disk.offset, "ls /").split()
     assert "data" in top and "etc" not in top and "usr" not in top
@@ -476,11 +476,11 @@ def test_no_os_disk_holds_only_data(tmp_path: Path) -> None:
     assert all(path.rsplit("/", 1)[1] in files for path in images.NO_OS_FILES)
 
 
-def test_windows_disk_is_ntfs_with_a_system_root(tmp_path: Path) -> None:
-    disk = images.windows_disk(tmp_path / "windows.img")
+def test_windows_disk_is_ntfs_with_a_system_root(scratch_dir: Path) -> None:
+    disk = images.windows_disk(scratch_dir / "windows.img")
     found = blkid(disk.path, disk.offset)
     assert (found["TYPE"], found["LABEL"]) == ("ntfs", "Windows")
-    volume = images.extract_region(disk.path, disk.offset, 64 * MiB, tmp_path / "ntfs.img")
+    volume = images.extract_region(disk.path, disk.offset, 64 * MiB, scratch_dir / "ntfs.img")
     listing = tool("ntfsls", "-f", "-p", "/Windows/System32", volume).stdout.split()
     assert {"cmd.exe", "config", "drivers"} <= set(listing)
     cmd = subprocess.run([need_tool("ntfscat"), volume, "/Windows/System32/cmd.exe"], capture_output=True, check=True)
