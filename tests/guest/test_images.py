@@ -317,6 +317,12 @@ def test_layout_holds_the_root_where_the_record_says(layout_disk: images.Disk, s
         assert_chain(disk)
 
 
+def test_a_filesystem_that_outgrows_its_partition_is_refused(scratch_dir: Path, assembled_root: images.Root) -> None:
+    """mkfs.btrfs grows a file too small for the tree: never silently, never over a neighbour."""
+    with pytest.raises(images.ImageBuildError, match="does not fit"):
+        images.btrfs_disk(assembled_root, scratch_dir / "small.img", table="gpt", size=64 * MiB)
+
+
 def test_layouts_cover_every_filesystem_table_and_format() -> None:
     assert set(images.LAYOUTS) == {
         "ext4", "ext4-mbr", "ext4-gpt", "xfs", "xfs-gpt", "btrfs", "btrfs-mbr", "lvm-gpt", "lvm-mbr", "qcow2",

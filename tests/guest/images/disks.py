@@ -25,6 +25,7 @@ import pytest
 from tests.conftest import in_ci, need_tool
 from tests.guest.images.records import ROOT_LABEL, Disk, Lvm, Root, Table
 from tests.guest.images.tools import (
+    ImageBuildError,
     MiB,
     copy_region,
     new_file,
@@ -114,14 +115,21 @@ def ext4_disk(root: Root, path: Path, *, table: Table = None, size: int | None =
 
 
 def place(path: Path, slot: Slot, make: Callable[[Path], None]) -> None:
-    """Make a filesystem in a file of the slot's size, then copy it into the slot (no loop device)."""
-    if slot.number is None:
-        make(path)
-        return
+    """Make a filesystem in a file of the slot's size, then copy it into the slot (no loop device).
+
+    A tool that grew its file (mkfs.btrfs does when the tree does not fit) would spill
+    over the next partition or the backup GPT: that is an error, not a bigger disk.
+    """
+    target = path if slot.number is None else None
     with scratch_file(path, ".fs") as scratch:
-        new_file(scratch, slot.length)
-        make(scratch)
-        copy_region(scratch, path, dst_offset=slot.offset)
+        if target is None:
+            new_file(scratch, slot.length)
+            target = scratch
+        make(target)
+        if target.stat().st_size != slot.length:
+            raise ImageBuildError(f"{path}: the filesystem needs more than its {slot.length} bytes")
+        if target == scratch:
+            copy_region(scratch, path, dst_offset=slot.offset)
 
 
 # mkfs.xfs refuses filesystems under 300 MB unless it believes it runs in xfstests.
@@ -202,11 +210,20 @@ def xfs_disk(root: Root, path: Path, *, table: Table = None, size: int | None = 
 def btrfs_disk(
     root: Root, path: Path, *, table: Table = None, size: int | None = None, label: str = ROOT_LABEL
 ) -> Disk:
-    """The root as btrfs (``mkfs.btrfs --rootdir``); in a partition via a scratch file."""
-    fs_size = size or fs_size_for(root.path, 128 * MiB, 1.5, 64 * MiB)
-    slot = layout(path, fs_size, table, "linux")
+    """The root as btrfs (``mkfs.btrfs --rootdir``), made in a scratch file and copied in.
+
+    Without ``size`` the filesystem is made with ``--shrink`` and the partition (or the
+    whole disk) sized to it: mkfs.btrfs needs about twice the tree (DUP metadata).
+    """
     mkfs = need_tool("mkfs.btrfs")
-    place(path, slot, lambda target: run([mkfs, "-q", "-f", "-L", label, "--rootdir", str(root.path), str(target)]))
+    with scratch_file(path, ".btrfs") as scratch:
+        new_file(scratch, size or 16 * MiB)
+        shrink = [] if size else ["--shrink"]
+        run([mkfs, "-q", "-f", "-L", label, *shrink, "--rootdir", str(root.path), str(scratch)])
+        if size and scratch.stat().st_size != size:
+            raise ImageBuildError(f"{path}: the tree does not fit in a {size}-byte btrfs")
+        slot = layout(path, round_mib(scratch.stat().st_size), table, "linux")
+        copy_region(scratch, path, dst_offset=slot.offset)
     return raw_disk(path, slot, table, "btrfs", label, root=root)
 
 
