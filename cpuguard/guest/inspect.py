@@ -4,7 +4,9 @@ One worker process (:mod:`cpuguard.guest.worker`) launches one libguestfs
 appliance for a batch of guests. A guest that takes longer than its bound
 gets its worker killed (with the appliance) and a one-line problem; the
 guests of that batch not yet read go to a new worker. A guest that could
-not share an appliance (LVM volume group names clash) is read alone.
+not share an appliance (LVM volume group names may clash; one broken file
+system fails the inspection of all) is read in a smaller batch: alone, or by
+halves until the broken one is alone.
 The files copied out are scanned by :func:`cpuguard.scan.scan_paths` here,
 with the scan cache, and reported under their guest paths.
 """
@@ -30,7 +32,6 @@ from typing import Any
 
 from cpuguard.guest.errors import one_line
 from cpuguard.guest.records import Disk, Found, GuestOs, GuestScan, OsNeed
-from cpuguard.guest.worker import RETRY_ALONE
 from cpuguard.scan.records import FileScan, ScanReport
 
 #: Seconds an appliance may take to start (TCG on a busy machine: well over a minute).
@@ -155,17 +156,15 @@ class _Run:
         self.tell(Event("done", vm, ok, "" if ok else str(result.get("problem", ""))))
 
     def batch(self, jobs: Sequence[GuestJob]) -> None:
-        """Read ``jobs`` in one appliance; guests left by a kill or a clash go to new workers."""
-        pending = list(jobs)
-        while pending:
-            alone: list[GuestJob] = []
-            left = self._one_worker(pending, alone)
-            for job in alone:
-                self._one_worker([job], [])
-            pending = left
+        """Read ``jobs`` in one appliance; guests left by a kill or a split go to new workers."""
+        groups = [list(jobs)]
+        while groups:
+            group = groups.pop(0)
+            if group:
+                groups[:0] = self._one_worker(group)
 
-    def _one_worker(self, jobs: Sequence[GuestJob], alone: list[GuestJob]) -> list[GuestJob]:
-        by_vm = {job.vm: job for job in jobs}
+    def _one_worker(self, jobs: Sequence[GuestJob]) -> list[list[GuestJob]]:
+        """Run one worker over ``jobs``; the groups of guests still to read."""
         request = {
             "staging": self.staging,
             "all_files": self.all_files,
@@ -175,29 +174,36 @@ class _Run:
         deadline = time.monotonic() + self.launch_timeout
         current: str | None = None
         done: set[str] = set()
+
+        def left() -> list[GuestJob]:
+            return [job for job in jobs if job.vm not in done]
+
         try:
             while True:
                 event = worker.next(deadline - time.monotonic())
                 if event == {}:  # out of time
                     if current is None:
-                        for job in jobs:
-                            if job.vm not in done:
-                                problem = f"appliance did not start within {self.launch_timeout:g} s"
-                                self.finish(job.vm, {"status": "error", "problem": problem})
-                        return []
+                        problem = f"appliance did not start within {self.launch_timeout:g} s"
+                        return self._fail_all(left(), problem)
                     self.finish(current, {"status": "error", "problem": f"no result within {self.guest_timeout:g} s"})
                     done.add(current)
-                    return [job for job in jobs if job.vm not in done]
+                    return [left()]
                 if event is None:  # the worker ended
-                    left = [job for job in jobs if job.vm not in done]
                     if current is not None and current not in done:
                         self.finish(current, {"status": "error", "problem": "the inspection worker died"})
                         done.add(current)
-                        left = [job for job in left if job.vm != current]
-                    return left if len(left) < len(jobs) else self._fail_all(left, "the inspection worker died")
+                        return [left()]
+                    return self._fail_all(left(), "the inspection worker ended without a result")
                 kind = event.get("event")
                 if kind == "failed":
-                    return self._fail_all([j for j in jobs if j.vm not in done], str(event.get("problem", "")))
+                    return self._fail_all(left(), str(event.get("problem", "")))
+                if kind == "split":
+                    rest = left()
+                    if event.get("halves"):
+                        middle = len(rest) // 2
+                        return [rest[:middle], rest[middle:]]
+                    alone = set(event.get("alone") or ())
+                    return [*([job] for job in rest if job.vm in alone), [job for job in rest if job.vm not in alone]]
                 if kind == "launched":
                     self.tell(Event("launched"))
                 elif kind == "start":
@@ -206,19 +212,15 @@ class _Run:
                     self.tell(Event("start", current))
                 elif kind == "done":
                     vm = str(event.get("vm"))
-                    result = event.get("result") or {}
                     done.add(vm)
                     current = None
-                    if result.get("status") == RETRY_ALONE and len(jobs) > 1 and vm in by_vm:
-                        alone.append(by_vm[vm])
-                    else:
-                        self.finish(vm, result)
-                    if len(done) == len(jobs):
+                    self.finish(vm, event.get("result") or {})
+                    if not left():
                         return []
         finally:
             worker.kill()
 
-    def _fail_all(self, jobs: Sequence[GuestJob], problem: str) -> list[GuestJob]:
+    def _fail_all(self, jobs: Sequence[GuestJob], problem: str) -> list[list[GuestJob]]:
         for job in jobs:
             self.finish(job.vm, {"status": "error", "problem": one_line(problem)})
         return []

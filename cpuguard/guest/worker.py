@@ -12,8 +12,11 @@ Job::
      "guests": [{"vm": "pbx01", "disks": [{"target": "vda", "path": "...", "format": "qcow2"}]}]}
 
 Events: ``{"event": "launched"}``, ``{"event": "start", "vm": ...}``,
-``{"event": "done", "vm": ..., "result": {...}}`` and, when the appliance
-cannot start, ``{"event": "failed", "problem": "..."}``.
+``{"event": "done", "vm": ..., "result": {...}}``; when the appliance cannot
+start, ``{"event": "failed", "problem": "..."}``; when the guests cannot share
+it, ``{"event": "split", "alone": [VM...]}`` (guests with LVM: their volume
+group names may clash) or ``{"event": "split", "halves": true}`` (one guest's
+file system fails libguestfs' inspection of them all).
 """
 
 from __future__ import annotations
@@ -32,8 +35,6 @@ from cpuguard.guest.inside import Inside, _error
 
 #: Debian's python3-guestfs installs here; a virtualenv does not see it by itself.
 DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
-#: Every guest path the appliance gives is below this in the worker's file names (never printed).
-RETRY_ALONE = "retry-alone"
 #: The appliance names the disks it was given sda, sdb... (virtio-scsi); partitions sda1...
 _APPLIANCE_DISK = re.compile(r"^[sv]d[a-z]+(\d*)$")
 _APPLIANCE_WHOLE = re.compile(r"^(/dev/[sv]d[a-z]+)\d*$")
@@ -90,7 +91,6 @@ class Appliance:
                 self.device_owner.append((guest["vm"], disk["target"]))
         self.g.launch()
         self.roots: dict[str, list[str]] = {}
-        self.clashes: set[str] = set()
 
     def owner(self, device: str) -> tuple[str, str] | None:
         """(vm, disk target) of an appliance disk or partition, e.g. /dev/sdb2."""
@@ -120,45 +120,24 @@ class Appliance:
         number = _APPLIANCE_DISK.match(parts[2]).group(1)  # type: ignore[union-attr]
         return f"{owner[1]}{number}"
 
-    def _lv_owners(self) -> dict[str, set[str]]:
-        """Volume group -> the VMs whose disks hold its physical volumes."""
-        owners: dict[str, set[str]] = {}
+    def lvm_guests(self) -> set[str]:
+        """The guests whose disks hold LVM physical volumes."""
         try:
-            pvs = self.g.pvs_full()
+            pvs = self.g.pvs()
         except RuntimeError:
-            return owners
-        for pv in pvs:
-            owner = self.owner(str(pv.get("pv_name", "")))
-            if owner is None:
-                continue
-            try:
-                vg = self._vg_of_pv(str(pv.get("pv_uuid", "")))
-            except RuntimeError:
-                continue
-            if vg:
-                owners.setdefault(vg, set()).add(owner[0])
-        return owners
-
-    def _vg_of_pv(self, pv_uuid: str) -> str | None:
-        for vg in self.g.vgs():
-            if pv_uuid in self.g.vgpvuuids(vg):
-                return str(vg)
-        return None
+            return set()
+        return {owner[0] for owner in map(self.owner, pvs) if owner is not None}
 
     def assign_roots(self) -> None:
-        """Which inspected OS root belongs to which guest; LVM names two guests share are a clash."""
-        lv_owners = self._lv_owners()
-        for _vg, vms in lv_owners.items():
-            if len(vms) > 1:
-                self.clashes.update(vms)
+        """Which inspected OS root belongs to which guest (an LV's root: the only LVM guest)."""
+        lvm = self.lvm_guests()
         for root in self.g.inspect_os():
             parts = root.removeprefix("btrfsvol:").split("/")
             owner: tuple[str, str] | None = None
             if len(parts) >= 3 and _APPLIANCE_DISK.match(parts[2]):
                 owner = self.owner("/".join(parts[:3]))
-            elif len(parts) >= 4:
-                vms = lv_owners.get(parts[2], set())
-                owner = (next(iter(vms)), "") if len(vms) == 1 else None
+            elif len(lvm) == 1:
+                owner = (next(iter(lvm)), "")
             if owner is not None:
                 self.roots.setdefault(owner[0], []).append(root)
 
@@ -236,8 +215,6 @@ def inspect_guest(
 ) -> dict[str, Any]:
     """Everything the worker learns about one guest of the appliance."""
     g = appliance.g
-    if vm in appliance.clashes:
-        return {"status": RETRY_ALONE, "problem": "LVM volume group names shared with another guest"}
     roots = appliance.roots.get(vm, [])
     if not roots:
         return {"status": "error", "problem": _no_os(appliance, vm)}
@@ -286,16 +263,36 @@ def inspect_guest(
     return result
 
 
+def _launch_problem(exc: BaseException) -> str:
+    text = _error(exc)
+    return f"the inspection appliance could not open the disks: {text}"
+
+
 def run(job: dict[str, Any], emit: Callable[[dict[str, Any]], None] = _emit) -> int:
     guestfs = import_guestfs()
     if guestfs is None:
         emit({"event": "failed", "problem": "libguestfs is not installed (Debian package python3-guestfs)"})
         return 0
+    several = len(job["guests"]) > 1
     try:
         appliance = Appliance(guestfs, job["guests"])
         emit({"event": "launched"})
+    except RuntimeError as exc:
+        # QEMU refuses to start on one broken image: find it by halves
+        emit({"event": "split", "halves": True} if several else {"event": "failed", "problem": _launch_problem(exc)})
+        return 0
+    lvm = appliance.lvm_guests()
+    if several and len(lvm) > 1:
+        # LVM volume group names are often the same in every guest ("debian-vg", "rl"): guests
+        # with LVM cannot share an appliance, each is read in one of its own
+        emit({"event": "split", "alone": sorted(lvm)})
+        return 0
+    try:
         appliance.assign_roots()
     except RuntimeError as exc:
+        if several:  # one guest's broken file system fails the inspection of all: find it by halves
+            emit({"event": "split", "halves": True})
+            return 0
         emit({"event": "failed", "problem": f"the inspection appliance failed: {_error(exc)}"})
         return 0
     for guest in job["guests"]:
