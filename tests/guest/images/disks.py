@@ -201,7 +201,7 @@ def _mkfs_xfs(tree: Path, label: str) -> Callable[[Path], None]:
 
 def xfs_disk(root: Root, path: Path, *, table: Table = None, size: int | None = None, label: str = ROOT_LABEL) -> Disk:
     """The root as XFS (``mkfs.xfs -p protofile``); in a partition via a scratch file."""
-    fs_size = size or fs_size_for(root.path, 64 * MiB, 1.3, 48 * MiB)
+    fs_size = size or fs_size_for(root.path, 64 * MiB, 1.15, 48 * MiB)
     slot = layout(path, fs_size, table, "linux")
     place(path, slot, _mkfs_xfs(root.path, label))
     return raw_disk(path, slot, table, "xfs", label, root=root)
