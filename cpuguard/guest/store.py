@@ -154,10 +154,9 @@ def _moment(value: Any, where: Path) -> datetime:
 
 
 def parse_result(data: bytes, where: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(data)
-    except ValueError as exc:
-        raise BadInput(where, f"not a guest scan result (invalid JSON: {exc})") from None
+    from cpuguard.jsonsafe import parse_json
+
+    raw = parse_json(data, where)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise BadInput(where, f"not a guest scan result (expected \"format\": \"{FORMAT}\")")
     for key, kind in (("vm", str), ("scanned_at", str), ("binaries", list), ("problems", list)):

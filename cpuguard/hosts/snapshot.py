@@ -25,6 +25,7 @@ from typing import Any
 
 from cpuguard import __version__
 from cpuguard.errors import BadInput
+from cpuguard.jsonsafe import parse_json
 from cpuguard.records import HostFacts
 from cpuguard.vocabulary import Vocabulary
 
@@ -106,30 +107,10 @@ def snapshot_from_dict(raw: Any, where: Path | str, vocabulary: Vocabulary, *, n
     )
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json's object hook refusing duplicate keys (json keeps the last one silently)."""
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
 def parse_snapshot(data: bytes, where: Path | str, vocabulary: Vocabulary, *, name: str | None = None) -> HostFacts:
     if len(data) > MAX_SNAPSHOT_BYTES:  # read_bytes' cap differs when the file's kind was guessed
         raise BadInput(where, f"snapshot is larger than {MAX_SNAPSHOT_BYTES} bytes, refusing it")
-    try:
-        raw = json.loads(data, object_pairs_hook=_object)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(where, f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise BadInput(where, "not valid JSON: nested too deeply") from None
-    try:  # "\udc00" is valid JSON but no text: printing it later would fail
-        json.dumps(raw, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadInput(where, "not valid JSON: a string holds a lone UTF-16 surrogate") from None
-    return snapshot_from_dict(raw, where, vocabulary, name=name)
+    return snapshot_from_dict(parse_json(data, where), where, vocabulary, name=name)
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
