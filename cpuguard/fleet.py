@@ -85,8 +85,7 @@ def guest_scan_dirs(policies: Path, inventory_file: Path | None) -> list[Path]:
     """Where stored guest scans (``<vm>.json``) are read from: ``POLICIES/guests/``, written by
     ``inventory scan-guests``, and ``guests/`` beside an inventory kept elsewhere
     (``--inventory DIR``: results fetched from the hypervisors, as examples/ansible/ does)."""
-    from cpuguard.guest.store import GUESTS_DIR
-
+    
     dirs = [policies / GUESTS_DIR]
     if inventory_file is not None and inventory_file.parent.resolve() != policies.resolve():
         dirs.append(inventory_file.parent / GUESTS_DIR)
@@ -187,6 +186,8 @@ class Fleet:
         found = find_policy(policies, spec, self.knowledge)
         if found is not None:
             return spec, None, found, None
+        if any((d / f"{spec}.json").is_file() for d in guest_scan_dirs(policies, self.inventory.path)):
+            return spec, None, None, None  # only a stored guest scan: requirements_for adds it
         import difflib
 
         known = sorted(set(self.inventory.vms) | {p.stem for p in (policies / "vms").glob("*.yaml")})

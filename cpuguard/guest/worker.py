@@ -142,17 +142,29 @@ class Appliance:
                 self.roots.setdefault(owner[0], []).append(root)
 
     def filesystems_of(self, vm: str) -> list[tuple[str, str]]:
-        """(device, file system type) of the guest's partitions and volumes."""
-        found: list[tuple[str, str]] = []
+        """(device, file system type) of the guest's disks, partitions and volumes; LUKS shows as
+        ``crypto_LUKS`` (libguestfs' list_filesystems leaves encrypted partitions out)."""
+        found: dict[str, str] = {}
         try:
+            devices = [*self.g.list_devices(), *self.g.list_partitions()]
             listed = self.g.list_filesystems()
         except RuntimeError:
-            return found
-        for device, kind in sorted(listed.items()):
+            return []
+        for device in devices:
+            owner = self.owner(device)
+            if owner is None or owner[0] != vm:
+                continue
+            try:
+                kind = self.g.vfs_type(device)
+            except RuntimeError:
+                kind = ""
+            if kind:
+                found[device] = kind
+        for device, kind in listed.items():
             owner = self.owner(device)
             if owner is not None and owner[0] == vm:
-                found.append((self.guest_name(device), kind))
-        return found
+                found.setdefault(device, kind)
+        return [(self.guest_name(device), kind) for device, kind in sorted(found.items())]
 
 
 def _os_of(g: Any, root: str, inside: Inside, name: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ samples in test_hostile_inputs.py instead of being listed here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from cpuguard.hosts.cpuinfo import MAX_CPUINFO_BYTES
@@ -254,6 +255,36 @@ CONFIG_YAML = [
     Case("check_permissions a string", b"check_permissions: 'no'\n", "expected boolean, got string"),
 ]
 
+def _guest(**changes: object) -> bytes:
+    base: dict[str, object] = {
+        "format": "cpuguard-guest-scan/1", "vm": "pbx01", "scanned_at": "2026-12-06T10:00:00Z",
+        "binaries": [], "problems": [],
+    }  # fmt: skip
+    base.update(changes)
+    return json.dumps({k: v for k, v in base.items() if v is not _DROP}).encode()
+
+
+_DROP = object()
+
+GUEST_SCAN_JSON = [
+    Case("not an object", b"[1, 2]", "not a guest scan result"),
+    Case("another format", _guest(format="cpuguard-guest-scan/9"), "not a guest scan result"),
+    Case("a snapshot instead", b'{"cpuguard_snapshot": 1, "arch": "x86_64", "flags": []}', "not a guest scan result"),
+    Case("no vm", _guest(vm=_DROP), "vm: missing or of the wrong type"),
+    Case("binaries a mapping", _guest(binaries={"path": "/x"}), "binaries: missing or of the wrong type"),
+    Case("bad date", _guest(scanned_at="yesterday"), "not an ISO 8601 time"),
+    Case("os floor not a level", _guest(os_need={"level": "x86-64-v9"}), "x86-64-v9"),
+    Case("os floor a string", _guest(os_need="v2"), "os_need: expected a mapping with a level"),
+    Case("unknown feature", _guest(binaries=[{"path": "/x", "required": [{"feature": "avx3"}]}]),
+         "unknown CPU feature 'avx3'"),
+    Case("found_in a number", _guest(binaries=[{"path": "/x", "required": [], "found_in": 7}]),
+         "binaries[0].found_in: expected a non-empty string"),
+    Case("duplicate key", b'{"format": "cpuguard-guest-scan/1", "vm": "a", "vm": "b"}', "duplicate key 'vm'"),
+    Case("deep nesting", b'{"binaries": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    Case("lone surrogate", _guest(vm="X").replace(b'"X"', b'"\\udc00"'), "lone UTF-16 surrogate"),
+    Case("invalid UTF-8", _guest().replace(b"pbx01", b"pbx\xff01"), "not valid JSON"),
+]
+
 CATALOG: dict[str, list[Case]] = {
     "domain-xml": DOMAIN_XML,
     "capabilities-xml": CAPABILITIES_XML,
@@ -263,4 +294,5 @@ CATALOG: dict[str, list[Case]] = {
     "policy-yaml": POLICY_YAML,
     "inventory-yaml": INVENTORY_YAML,
     "config-yaml": CONFIG_YAML,
+    "guest-scan-json": GUEST_SCAN_JSON,
 }

@@ -18,6 +18,7 @@ from pathlib import Path
 from cpuguard.config import read_config
 from cpuguard.domain import read_domain
 from cpuguard.errors import BadInput
+from cpuguard.guest.store import read_needs
 from cpuguard.hosts.snapshot import snapshot_to_dict
 from cpuguard.hosts.sources import host_from_file
 from cpuguard.inventory import read_inventory
@@ -83,6 +84,10 @@ def _config(path: Path, knowledge: Knowledge) -> object:
     return read_config(path, required=True)
 
 
+def _guest_scan(path: Path, knowledge: Knowledge) -> object:
+    return read_needs(path)
+
+
 READERS: dict[str, Reader] = {
     r.name: r
     for r in (
@@ -94,6 +99,7 @@ READERS: dict[str, Reader] = {
         Reader("policy-yaml", "vms/{stem}.yaml", _policy, prefix_safe=False),
         Reader("inventory-yaml", "inventory.yaml", _inventory, prefix_safe=False),
         Reader("config-yaml", "config.yaml", _config, prefix_safe=False),
+        Reader("guest-scan-json", "guests/{stem}.json", _guest_scan),
     )
 }
 
@@ -129,4 +135,6 @@ def samples(reader: str) -> tuple[tuple[str, bytes], ...]:
         files = [POLICIES / "inventory.yaml"]
     elif reader == "config-yaml":
         return (("config.yaml", CONFIG_SAMPLE),)
+    elif reader == "guest-scan-json":
+        files = sorted(DATA.glob("cpuguard-guest-scan-*.json"))
     return tuple((f.name, f.read_bytes()) for f in files)

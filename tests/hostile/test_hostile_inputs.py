@@ -150,7 +150,7 @@ def _argv(reader_name: str, tmp_path: Path) -> list[str] | None:
         return ["check", "vm", str(path), "host", "model:Westmere", *policies]
     if reader_name in ("capabilities-xml", "domcapabilities-xml", "cpuinfo", "snapshot-json"):
         return ["host", "show", str(path), *policies]
-    if reader_name == "policy-yaml":
+    if reader_name in ("policy-yaml", "guest-scan-json"):
         return ["check", "vm", "pbx01", "host", "model:Westmere", *policies]
     if reader_name == "inventory-yaml":
         return ["host", "show", "model:Westmere", *policies]
