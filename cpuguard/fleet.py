@@ -14,6 +14,7 @@ from cpuguard.config import DEFAULT_CONFIG, read_config
 from cpuguard.domain import parse_domain, read_domain
 from cpuguard.errors import BadInput, UnknownName
 from cpuguard.guest.records import GuestNeeds
+from cpuguard.guest.store import GUESTS_DIR
 from cpuguard.hosts.sources import is_uri, looks_like_source, resolve_host
 from cpuguard.inventory import INVENTORY_NAME, Inventory, read_inventory
 from cpuguard.knowledge import Knowledge
@@ -85,7 +86,6 @@ def guest_scan_dirs(policies: Path, inventory_file: Path | None) -> list[Path]:
     """Where stored guest scans (``<vm>.json``) are read from: ``POLICIES/guests/``, written by
     ``inventory scan-guests``, and ``guests/`` beside an inventory kept elsewhere
     (``--inventory DIR``: results fetched from the hypervisors, as examples/ansible/ does)."""
-    
     dirs = [policies / GUESTS_DIR]
     if inventory_file is not None and inventory_file.parent.resolve() != policies.resolve():
         dirs.append(inventory_file.parent / GUESTS_DIR)
