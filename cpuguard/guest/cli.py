@@ -93,21 +93,25 @@ class _Bar:
             click.echo(f"[{self.done}/{self.total}] {event.vm}: {state}", err=True)
 
 
-def _reuse(path: Path, fingerprint: str) -> GuestScan | None:
-    """A stored result of the same unchanged disks, or None."""
-    if not fingerprint or not path.is_file():
-        return None
+def _reuse(paths: Sequence[Path], fingerprint: str) -> GuestScan | None:
+    """The first stored result of the same unchanged disks, or None."""
     from cpuguard.guest.store import MAX_RESULT_BYTES, parse_result, scan_from_dict
     from cpuguard.xmlsafe import read_bytes
 
-    try:
-        raw = parse_result(read_bytes(path, MAX_RESULT_BYTES), path)
-        if raw.get("fingerprint") != fingerprint:
-            return None
-        scan = scan_from_dict(raw, path)
-    except BadInput:
-        return None
-    return replace(scan, reused_from=scan.scanned_at)
+    for path in paths:
+        if not fingerprint or not path.is_file():
+            continue
+        try:
+            raw = parse_result(read_bytes(path, MAX_RESULT_BYTES), path)
+            if raw.get("fingerprint") == fingerprint:
+                return replace(scan_from_dict(raw, path), reused_from=_moment_of(raw))
+        except BadInput:
+            continue
+    return None
+
+
+def _moment_of(raw: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(raw["scanned_at"]).replace("Z", "+00:00"))
 
 
 def read_guests(
@@ -115,7 +119,7 @@ def read_guests(
     *,
     all_files: bool,
     rescan: bool,
-    stored: dict[str, Path],
+    stored: dict[str, list[Path]],
     workers: int,
     timeout: float,
     scan_cache: Path | None,
@@ -130,7 +134,7 @@ def read_guests(
     prints: dict[str, str] = {}
     for name, disks, notes in jobs:
         prints[name] = fingerprint(disks, all_files=all_files)
-        reused = None if rescan else _reuse(stored.get(name, Path("/nonexistent")), prints[name])
+        reused = None if rescan else _reuse(stored.get(name, []), prints[name])
         if reused is not None:
             results[name] = reused
         else:
@@ -170,15 +174,19 @@ def run_scan(
 
     if guest is not None and disks:
         raise click.UsageError("give --guest or --disk, not both")
+    kept: list[Path] = []
     if guest is not None:
         from cpuguard.fleet import find_policies_dir
+        from cpuguard.guest.store import result_path
 
-        name, found, notes = guest_disks(guest, find_policies_dir(policies), None)
+        root = find_policies_dir(policies)
+        name, found, notes = guest_disks(guest, root, None)
+        kept.append(result_path(root, name))  # what inventory scan-guests stored, if the disks did not change
     else:
         found, notes = disks_of_images(disks, follow_backing=follow_backing)
         name = Path(disks[0]).name
     cache = guest_cache_dir()
-    stored = {} if no_cache else {name: cache / f"{_safe(name)}.json"}
+    stored = {} if no_cache else {name: [cache / f"{_safe(name)}.json", *kept]}
     results = read_guests(
         [(name, found, notes)],
         all_files=all_files,
@@ -321,7 +329,7 @@ def scan_guests(
         jobs,
         all_files=all_files,
         rescan=rescan,
-        stored={name: result_path(root, name) for name, _d, _n in jobs},
+        stored={name: [result_path(root, name)] for name, _d, _n in jobs},
         workers=workers,
         timeout=timeout,
         scan_cache=default_cache_dir(),

@@ -77,11 +77,51 @@ def elf_links(staged: str) -> tuple[list[str], list[str]] | None:
         os.close(fd)
 
 
+class UnusableName(RuntimeError):
+    """A guest name libguestfs' Python binding cannot carry (not UTF-8, or holding NUL)."""
+
+
+def _check_arg(value: Any) -> None:
+    if isinstance(value, str):
+        if "\0" in value:
+            raise UnusableName(f"name holds a NUL byte: {one_line(value)}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # passing such a string to the binding crashes the process (seen with libguestfs 1.48)
+            raise UnusableName(f"name is not valid UTF-8: {one_line(value)}") from None
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_arg(item)
+
+
+class SafeHandle:
+    """A libguestfs handle whose calls fail with RuntimeError, never worse: arguments the
+    binding cannot encode are refused before the call, results it cannot decode (a guest
+    file name that is not UTF-8) become a RuntimeError."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._handle, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for value in (*args, *kwargs.values()):
+                _check_arg(value)
+            try:
+                return method(*args, **kwargs)
+            except UnicodeError as exc:
+                raise RuntimeError(f"{name}: a name in the guest is not valid UTF-8 ({one_line(str(exc))})") from None
+
+        return call
+
+
 class Appliance:
     """One libguestfs appliance carrying the disks of several guests."""
 
     def __init__(self, guestfs: Any, guests: list[dict[str, Any]]) -> None:
-        self.g = guestfs.GuestFS(python_return_dict=True)
+        self.g = SafeHandle(guestfs.GuestFS(python_return_dict=True))
         self.g.set_trace(False)
         self.g.set_verbose(False)
         self.device_owner: list[tuple[str, str]] = []  # appliance device index -> (vm, target)
