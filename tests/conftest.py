@@ -36,6 +36,17 @@ def need_tool(name: str) -> str:
     return path
 
 
+def need_libguestfs() -> None:
+    """libguestfs' Python binding (python3-guestfs): a skip locally, a failure under CI."""
+    from cpuguard.guest.worker import import_guestfs
+
+    if import_guestfs() is None:
+        message = "libguestfs (python3-guestfs) is not installed (scripts/install installs it)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def knowledge() -> Knowledge:
     return load_knowledge()

@@ -247,25 +247,10 @@ def _print(result: GuestScan, fmt: str, output: Path | None) -> None:
 
 
 def _merge(result: GuestScan, policy: Path) -> None:
-    import yaml
-
     from cpuguard.guest.store import scan_to_dict
-    from cpuguard.scan.cli import _write
-    from cpuguard.scan.policy import merge_binaries, policy_binaries_from_data
-    from cpuguard.yamlsafe import read_yaml
+    from cpuguard.scan.cli import merge_into_policy
 
-    data = read_yaml(policy) if policy.exists() else {"vm": result.vm}
-    if data is None:
-        data = {"vm": result.vm}
-    if not isinstance(data, dict):
-        raise BadInput(policy, "expected a mapping at the top level of the policy")
-    existing = data.get("binaries") or []
-    policy_binaries_from_data(existing, policy)
-    new = scan_to_dict(result)["binaries"]
-    data["binaries"] = merge_binaries(existing, new)
-    policy_binaries_from_data(data["binaries"], policy)
-    _write(policy, yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100))
-    count = len(new)
+    count = merge_into_policy(policy, scan_to_dict(result)["binaries"], result.vm)
     click.echo(f"merged {count} binar{'y' if count == 1 else 'ies'} of {result.vm} into {policy}", err=True)
     if result.os_need is not None:
         click.echo(

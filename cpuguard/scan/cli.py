@@ -56,25 +56,30 @@ def _write(path: Path, text: str) -> None:
         raise BadInput(path, f"cannot write: {exc.strerror or exc}") from None
 
 
-def _merge(report: ScanReport, policy: Path) -> int:
+def merge_into_policy(policy: Path, new: list[dict[str, Any]], vm: str | None = None) -> int:
+    """Add or replace ``new`` binaries entries in a policy file (created for ``vm`` when absent)."""
     import yaml
 
     from cpuguard.scan.policy import merge_binaries, policy_binaries_from_data
-    from cpuguard.scan.render import policy_section
     from cpuguard.yamlsafe import read_yaml
 
-    data = read_yaml(policy) if policy.exists() else {}
+    data = read_yaml(policy) if policy.exists() else None
     if data is None:
-        data = {}
+        data = {"vm": vm} if vm else {}
     if not isinstance(data, dict):
         raise BadInput(policy, "expected a mapping at the top level of the policy")
     existing = data.get("binaries") or []
     policy_binaries_from_data(existing, policy)  # refuse to merge into a broken section
-    new = policy_section(report)["binaries"]
     data["binaries"] = merge_binaries(existing, new)
     policy_binaries_from_data(data["binaries"], policy)
     _write(policy, yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100))
     return len(new)
+
+
+def _merge(report: ScanReport, policy: Path) -> int:
+    from cpuguard.scan.render import policy_section
+
+    return merge_into_policy(policy, policy_section(report)["binaries"])
 
 
 @click.command("scan")

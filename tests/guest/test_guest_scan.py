@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import in_ci
+from tests.conftest import need_libguestfs
 from tests.guest import images
 
 CPUGUARD = [sys.executable, "-m", "cpuguard"]
@@ -51,16 +51,6 @@ def run(
         env={**os.environ, **APPLIANCE_ENV, **(env or {})},
         check=False,
     )
-
-
-def need_libguestfs() -> None:
-    from cpuguard.guest.worker import import_guestfs
-
-    if import_guestfs() is None:
-        message = "libguestfs (python3-guestfs) is not installed (scripts/install installs it)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def domain_xml(name: str, disk: images.Disk, cpu: str = "<cpu mode='host-passthrough'/>") -> str:

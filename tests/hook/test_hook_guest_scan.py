@@ -33,7 +33,7 @@ from cpuguard.hook.install import hook_path, install
 from cpuguard.hosts.snapshot import write_snapshot
 from cpuguard.hosts.sources import resolve_host
 from cpuguard.knowledge import load_knowledge
-from tests.conftest import in_ci, need_tool
+from tests.conftest import need_tool
 from tests.guest import images
 
 pytest_plugins = ["libvirt_testbed"]
@@ -45,16 +45,6 @@ PROGRAM = "/usr/sbin/pbxd"
 VM = "e2e-pbx"
 LIVE_VM = "e2e-pbx-live"
 FACTS = {"a": "uarch:westmere", "b": "uarch:haswell"}
-
-
-def need_libguestfs() -> None:
-    from cpuguard.guest.worker import import_guestfs
-
-    if import_guestfs() is None:
-        message = "libguestfs (python3-guestfs) is not installed (scripts/install installs it)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def cpuguard(*args: str | Path, cache: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
