@@ -33,7 +33,7 @@ from cpuguard.hook.install import hook_path, install
 from cpuguard.hosts.snapshot import write_snapshot
 from cpuguard.hosts.sources import resolve_host
 from cpuguard.knowledge import load_knowledge
-from tests.conftest import need_tool
+from tests.conftest import need_libguestfs, need_tool
 from tests.guest import images
 
 pytest_plugins = ["libvirt_testbed"]
