@@ -153,7 +153,14 @@ class _Run:
         with self.lock:
             self.results[vm] = result
         ok = result.get("status") == "ok"
-        self.tell(Event("done", vm, ok, "" if ok else str(result.get("problem", ""))))
+        problems = result.get("problems") or []
+        if not ok:
+            detail = str(result.get("problem", ""))
+        elif problems:
+            detail = f"incomplete: {one_line(str(problems[0]))}"
+        else:
+            detail = ""
+        self.tell(Event("done", vm, ok and not problems, detail))
 
     def batch(self, jobs: Sequence[GuestJob]) -> None:
         """Read ``jobs`` in one appliance; guests left by a kill or a split go to new workers."""
