@@ -81,7 +81,9 @@ class _Bar:
                 click.echo(f"\r\x1b[K{self.label}: appliance running", err=True, nl=False)
             return
         self.done += 1
-        state = "ok" if event.ok else (event.detail if event.detail.startswith("incomplete") else f"failed: {event.detail}")
+        state = "ok" if event.ok else event.detail
+        if not event.ok and not event.detail.startswith("incomplete"):
+            state = f"failed: {event.detail}"
         if self.tty:
             width = 30
             filled = width * self.done // max(self.total, 1)
