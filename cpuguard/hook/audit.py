@@ -19,7 +19,7 @@ from cpuguard.hook.journal import PER_CALL, append_line
 #: Keys every line has (an interface: tools parse this log).
 KEYS = (
     "time", "host", "vm", "operation", "event", "move", "verdict", "decision", "mode", "missing",
-    "forbidden_present", "problems", "warnings", "notes", "error", "message", "policy", "snapshot",
+    "forbidden_present", "problems", "warnings", "notes", "error", "message", "policy", "guest_scan", "snapshot",
     "config", "cpuguard_version", "pid", "caller", "decided_in", "elapsed_ms",
 )  # fmt: skip
 

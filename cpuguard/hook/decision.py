@@ -89,6 +89,7 @@ def base_record(event: Event, host: str, now: datetime, config_path: str | None)
         "error": None,
         "message": "",
         "policy": None,
+        "guest_scan": None,
         "snapshot": None,
         "config": config_path,
         "cpuguard_version": __version__,

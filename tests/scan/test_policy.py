@@ -68,7 +68,8 @@ GOOD = {"path": "/usr/sbin/asterisk", "required": [{"feature": "avx2", "instruct
     [
         (
             {**GOOD, "colour": "red"},
-            "binaries[0].colour: unknown key (allowed: dispatched, level, notes, path, required, scanned_at, sha256)",
+            "binaries[0].colour: unknown key "
+            "(allowed: dispatched, found_in, level, notes, path, reason, required, scanned_at, sha256)",
         ),
         ({"path": "/x"}, "binaries[0]: missing key 'required'"),
         ({**GOOD, "required": "avx2"}, "binaries[0].required: expected a list, got a string"),
