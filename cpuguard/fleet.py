@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cpuguard.config import DEFAULT_CONFIG, read_config
 from cpuguard.domain import parse_domain, read_domain
@@ -23,6 +24,9 @@ from cpuguard.policy import VmPolicy, find_policy, read_policy, with_guest
 from cpuguard.records import Domain, HostFacts, Move, Requirements, Verdict
 from cpuguard.requirements import build_requirements
 from cpuguard.verdict import decide
+
+if TYPE_CHECKING:
+    from cpuguard.scan.records import FileScan
 
 #: The example fleet shipped in the source tree (used when nothing else is configured).
 EXAMPLE_POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -227,8 +231,10 @@ def check_binaries(fleet: Fleet, paths: list[Path], host_spec: str, *, use_cache
     from cpuguard.requirements import binary_requirements
     from cpuguard.scan import scan_paths
     from cpuguard.scan.records import BinaryNeeds
+    from cpuguard.scan.walk import require_readable
 
     host = fleet.host(host_spec)  # a bad host name fails before a long scan
+    require_readable(paths)  # a typo in a path is bad input, not a quiet skip
     report = scan_paths(paths) if use_cache else scan_paths(paths, cache_dir=None)
     scanned = report.scanned
     if not scanned:
@@ -240,7 +246,21 @@ def check_binaries(fleet: Fleet, paths: list[Path], host_spec: str, *, use_cache
         BinaryNeeds(f.path, f.sha256, report.scanned_at, f.level, f.required, f.dispatched, f.notes) for f in scanned
     ]
     name = scanned[0].path if len(scanned) == 1 else f"{len(scanned)} binaries"
-    notes = tuple(f"skipped {f.path}: {f.skipped}" for f in report.skipped)
     req = binary_requirements(name, binaries)
-    req = replace(req, notes=(*req.notes, *notes, *(n for f in scanned for n in f.notes)))
-    return decide(req, host, alternatives=fleet.known_hosts())
+    req = replace(req, notes=(*req.notes, *_skip_notes(report.skipped), *(n for f in scanned for n in f.notes)))
+    verdict = decide(req, host, alternatives=fleet.known_hosts())
+    lacking = {m.feature for m in verdict.missing}
+    blocked = sorted(b.path for b in binaries if lacking & {use.feature for use in b.required})
+    return replace(verdict, blocked=tuple(blocked))
+
+
+def _skip_notes(skipped: tuple[FileScan, ...]) -> list[str]:
+    """One note per file that could not be scanned, but one line for all the non-ELF files a
+    directory holds (scripts beside programs are normal, not news)."""
+    from cpuguard.scan.scanner import NOT_ELF
+
+    notes = [f"skipped {f.path}: {f.skipped}" for f in skipped if f.skipped != NOT_ELF]
+    quiet = sum(1 for f in skipped if f.skipped == NOT_ELF)
+    if quiet:
+        notes.append(f"skipped {quiet} file{'s' if quiet != 1 else ''} that {'are' if quiet != 1 else 'is'} not ELF")
+    return notes

@@ -131,6 +131,7 @@ class Verdict:
     subject: str = "vm"  # vm | binaries
     policy: str | None = None
     current_host: str | None = None
+    blocked: tuple[str, ...] = ()  # subject binaries: those that cannot run there (sorted paths)
 
     @property
     def allowed(self) -> bool:

@@ -37,12 +37,32 @@ def one_line(verdict: Verdict) -> str:
 
 
 def _grouped(missing: tuple[Missing, ...]) -> list[str]:
-    """Features by the origin of the need, each group followed by where it comes from."""
-    lines = []
+    """Features by the origin of the need, each group followed by where it comes from. Groups of
+    one kind that name the same features are one group with several origins (bmi2 needed by
+    three grub programs is one bmi2, not three)."""
+    merged: list[tuple[str, list[str]]] = []
+    index: dict[tuple[str, tuple[str, ...]], int] = {}
     for origin, features in by_origin(missing):
-        lines.append(f"    {', '.join(features)}")
-        lines.append(f"        <- {origin.detail}")
+        key = (origin.kind, tuple(features))
+        if key in index:
+            merged[index[key]][1].append(origin.detail)
+        else:
+            index[key] = len(merged)
+            merged.append((", ".join(features), [origin.detail]))
+    lines = []
+    for features_text, details in merged:
+        lines.append(f"    {features_text}")
+        lines.extend(f"        <- {detail}" for detail in details)
     return lines
+
+
+def _binaries_head(verdict: Verdict) -> str:
+    """``2 of 3 binaries`` when only some of the binaries checked cannot run."""
+    total = verdict.vm.split()[0] if verdict.vm.endswith(" binaries") else "1"
+    count = len(verdict.blocked)
+    if not count or str(count) == total:
+        return verdict.vm
+    return f"{count} of {verdict.vm}"
 
 
 def _besides(verdict: Verdict) -> str:
@@ -54,7 +74,7 @@ def render_text(verdict: Verdict) -> str:
     move = _MOVES[verdict.move]
     if verdict.subject == "binaries":
         heads = {
-            Outcome.BLOCK: f"BLOCK  {verdict.vm} cannot run on {verdict.host}",
+            Outcome.BLOCK: f"BLOCK  {_binaries_head(verdict)} cannot run on {verdict.host}",
             Outcome.WARN: f"WARN   {verdict.vm} may not run on {verdict.host}",
             Outcome.ALLOW: f"ALLOW  {verdict.vm} can run on {verdict.host}",
         }
@@ -72,7 +92,8 @@ def render_text(verdict: Verdict) -> str:
         lines.append(f"  {problem}")
     if verdict.missing:
         count = len(verdict.missing)
-        lines.append(f"  {verdict.host} lacks {count} feature{'s' if count != 1 else ''} {verdict.vm} {needs}:")
+        who = _binaries_head(verdict) if verdict.subject == "binaries" else verdict.vm
+        lines.append(f"  {verdict.host} lacks {count} feature{'s' if count != 1 else ''} {who} {needs}:")
         lines.extend(_grouped(verdict.missing))
     if verdict.forbidden_present:
         lines.append(f"  {verdict.host} has features the guest forbids:")

@@ -184,7 +184,9 @@ def scan(
     from cpuguard.levels import level_features
     from cpuguard.scan.render import render_json, render_text, render_yaml
     from cpuguard.scan.scanner import DefaultCache, scan_paths
+    from cpuguard.scan.walk import require_readable
 
+    require_readable(paths)
     bar = _Bar() if sys.stderr.isatty() else None
     cache: Path | DefaultCache | None = DefaultCache.DEFAULT
     if no_cache:

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpuguard.errors import BadInput
+
 # Where the dynamic loader looks after DT_RUNPATH and LD_LIBRARY_PATH on
 # Debian-style x86-64 systems (ld.so(8), /etc/ld.so.conf.d/x86_64-linux-gnu.conf).
 DEFAULT_LIBRARY_DIRS = (
@@ -40,6 +42,39 @@ def _describe(exc: OSError) -> str:
     if exc.errno is not None and exc.errno == 40:  # ELOOP
         return "symbolic link loop"
     return exc.strerror or str(exc)
+
+
+def named_path_problem(path: Path) -> str | None:
+    """Why a path named on the command line cannot be scanned, or None.
+
+    A path the user typed that does not exist or cannot be read is bad input
+    (a typo must not let a CI gate pass); problems found *inside* a directory
+    are only skipped entries of the report.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"  # as for a missing VM or host file
+    except OSError as exc:
+        return f"cannot read: {_describe(exc).lower()}"
+    try:
+        if stat.S_ISDIR(info.st_mode):
+            os.listdir(path)
+        elif stat.S_ISREG(info.st_mode):
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        else:
+            return "not a regular file"
+    except OSError as exc:
+        return f"cannot read: {_describe(exc).lower()}"
+    return None
+
+
+def require_readable(paths: Sequence[Path]) -> None:
+    """Refuse (BadInput, exit 2) the first path named on the command line that cannot be read."""
+    for path in paths:
+        problem = named_path_problem(path)
+        if problem is not None:
+            raise BadInput(path, problem)
 
 
 def expand(paths: Sequence[Path]) -> Iterator[Target]:

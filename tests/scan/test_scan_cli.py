@@ -77,3 +77,47 @@ def test_merged_scan_results_drive_check(corpus: dict[str, Built], tmp_path: Pat
     section = yaml.safe_load((policies / "vms" / "pbx01.yaml").read_text())["binaries"]
     # the example's /usr/sbin/asterisk entry stays; the new binary's entry is replaced, not duplicated
     assert [entry["path"] for entry in section] == ["/usr/sbin/asterisk", str(binary)]
+
+
+def test_a_missing_path_on_the_command_line_is_exit_2(corpus: dict[str, Built], tmp_path: Path) -> None:
+    """A typo must not let a CI gate pass: a path the user named that does not exist is bad input."""
+    good = str(corpus["kernels-x86-64"].path)
+    typo = str(tmp_path / "lss")
+    scanned = run_cpuguard("scan", "--no-cache", good, typo)
+    assert scanned.returncode == 2
+    assert scanned.stderr == f"cpuguard: error: {typo}: no such file\n"
+    checked = run_cpuguard("check", "binary", good, typo, "host", "old-node", "--no-cache")
+    assert checked.returncode == 2
+    assert (checked.stdout, checked.stderr) == ("", f"cpuguard: error: {typo}: no such file\n")
+
+
+def test_non_elf_files_inside_a_directory_are_one_note(corpus: dict[str, Built], tmp_path: Path) -> None:
+    tree = tmp_path / "sbin"
+    tree.mkdir()
+    shutil.copy(corpus["kernels-x86-64"].path, tree / "prog")
+    for name in ("a-script", "b-script", "c-script"):
+        (tree / name).write_text("#!/bin/sh\nexit 0\n")
+    checked = run_cpuguard("check", "binary", str(tree), "host", "old-node", "--no-cache")
+    assert checked.returncode == 0, checked.stderr
+    notes = [line for line in checked.stdout.splitlines() if line.startswith("  note:")]
+    assert notes == ["  note: skipped 3 files that are not ELF"]
+
+
+def test_the_headline_counts_only_the_binaries_that_cannot_run(corpus: dict[str, Built], tmp_path: Path) -> None:
+    """Two copies of a Haswell build and one baseline build: 2 of 3 cannot run on Westmere, and
+    each missing feature is listed once with both programs that need it."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copy(corpus["kernels-haswell"].path, first)
+    shutil.copy(corpus["kernels-haswell"].path, second)
+    baseline = corpus["kernels-x86-64"].path
+    done = run_cpuguard("check", "binary", str(first), str(second), str(baseline), "host", "old-node", "--no-cache")
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "BLOCK  2 of 3 binaries cannot run on old-node"
+    assert lines[1].startswith("  old-node lacks ") and lines[1].endswith(" 2 of 3 binaries need:")
+    feature_lines = [line for line in lines if line.startswith("    ") and not line.startswith("        ")]
+    features = [f for line in feature_lines for f in line.strip().split(", ")]
+    assert len(features) == len(set(features)), done.stdout  # each feature once
+    avx2 = lines.index(next(line for line in feature_lines if "avx2" in line.strip().split(", ")))
+    assert lines[avx2 + 1].startswith(f"        <- needed by {first} (")
+    assert lines[avx2 + 2].startswith(f"        <- needed by {second} (")
