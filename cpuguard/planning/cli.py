@@ -97,6 +97,16 @@ def emit(kind: str, result: object, fmt: str, reports: Sequence[Path], meta: Rep
     click.echo(renderer(kind, fmt, meta)(result), nl=False)
 
 
+def _check_reports(_ctx: click.Context, _param: click.Parameter, reports: tuple[Path, ...]) -> tuple[Path, ...]:
+    """Refuse a --report whose name or directory is wrong before any work: a report is never the
+    reason a directory comes into being (a typo would leave it behind, made by root)."""
+    for path in reports:
+        report_format(path)
+        if not path.parent.is_dir():
+            raise BadInput(path, f"directory does not exist: {path.parent}")
+    return reports
+
+
 def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--format", "fmt", type=click.Choice(FORMAT_NAMES), default="text", show_default=True,
@@ -108,6 +118,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option(
             "--report", "reports", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+            callback=_check_reports,
             help="Also write the report to this file, in the format its suffix names "
             "(.txt, .json, .xml = JUnit, .md, .html). Repeatable.",
         ),

@@ -56,16 +56,42 @@ def _write(path: Path, text: str) -> None:
         raise BadInput(path, f"cannot write: {exc.strerror or exc}") from None
 
 
+def check_merge_target(policy: Path, vm: str | None = None) -> None:
+    """Refuse to create a policy nothing would read: a new ``VM.yaml`` must name a VM the
+    inventory (or an existing policy) knows, or ``vm``, the guest just scanned. An existing
+    policy file is always a fine target."""
+    if policy.exists():
+        return
+    import difflib
+
+    from cpuguard.fleet import find_policies
+    from cpuguard.inventory import read_inventory
+
+    if not policy.parent.is_dir():
+        raise BadInput(policy, f"directory does not exist: {policy.parent}")
+    # POLICIES/vms/VM.yaml belongs to POLICIES; a file elsewhere to the policies cpuguard uses
+    root = policy.parent.parent if policy.parent.name == "vms" else find_policies(None)[0]
+    known = set(read_inventory(root).vms) | {p.stem for p in (root / "vms").glob("*.yaml")}
+    if vm is not None:
+        known.add(vm)
+    if policy.stem not in known:
+        close = difflib.get_close_matches(policy.stem, sorted(known), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise BadInput(policy, f"no VM {policy.stem} in the inventory{hint}")
+
+
 def merge_into_policy(policy: Path, new: list[dict[str, Any]], vm: str | None = None) -> int:
-    """Add or replace ``new`` binaries entries in a policy file (created for ``vm`` when absent)."""
+    """Add or replace ``new`` binaries entries in a policy file. A new file is created only for a
+    VM the inventory knows, or for ``vm`` (the guest scanned), and names its VM."""
     import yaml
 
     from cpuguard.scan.policy import merge_binaries, policy_binaries_from_data
     from cpuguard.yamlsafe import read_yaml
 
+    check_merge_target(policy, vm)
     data = read_yaml(policy) if policy.exists() else None
     if data is None:
-        data = {"vm": vm} if vm else {}
+        data = {"vm": policy.stem}  # the schema's rule: vm matches the file name
     if not isinstance(data, dict):
         raise BadInput(policy, "expected a mapping at the top level of the policy")
     existing = data.get("binaries") or []
@@ -187,6 +213,8 @@ def scan(
     from cpuguard.scan.walk import require_readable
 
     require_readable(paths)
+    if merge_into is not None:
+        check_merge_target(merge_into)  # before a long scan
     bar = _Bar() if sys.stderr.isatty() else None
     cache: Path | DefaultCache | None = DefaultCache.DEFAULT
     if no_cache:

@@ -6,8 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
+from cpuguard.errors import BadInput
+from cpuguard.scan.cli import merge_into_policy
 from tests.conftest import ROOT, run_cpuguard
 from tests.scan.conftest import Built
 
@@ -121,3 +124,37 @@ def test_the_headline_counts_only_the_binaries_that_cannot_run(corpus: dict[str,
     avx2 = lines.index(next(line for line in feature_lines if "avx2" in line.strip().split(", ")))
     assert lines[avx2 + 1].startswith(f"        <- needed by {first} (")
     assert lines[avx2 + 2].startswith(f"        <- needed by {second} (")
+
+
+def test_merge_into_a_policy_of_no_known_vm_is_refused(corpus: dict[str, Built], tmp_path: Path) -> None:
+    """A typo (pbx1 for pbx01) must not leave an orphan policy that nothing ever reads."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    typo = policies / "vms" / "pbx1.yaml"
+    done = run_cpuguard("scan", "--no-cache", "--merge-into", str(typo), str(corpus["kernels-x86-64"].path))
+    assert done.returncode == 2
+    assert (done.stdout, done.stderr) == (
+        "",
+        f"cpuguard: error: {typo}: no VM pbx1 in the inventory (did you mean pbx01?)\n",
+    )
+    assert not typo.exists()
+
+
+def test_merge_into_a_new_policy_of_an_inventory_vm_names_it(corpus: dict[str, Built], tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    (policies / "vms" / "db01.yaml").unlink()
+    binary = str(corpus["kernels-x86-64"].path)
+    done = run_cpuguard("scan", "--no-cache", "--merge-into", str(policies / "vms" / "db01.yaml"), binary)
+    assert done.returncode == 0, done.stderr
+    data = yaml.safe_load((policies / "vms" / "db01.yaml").read_text())
+    assert data["vm"] == "db01" and [entry["path"] for entry in data["binaries"]] == [binary]
+
+
+def test_a_new_policy_for_a_scanned_guest_takes_its_name(tmp_path: Path) -> None:
+    """scan --guest --merge-into: the guest read from a domain XML may be in no inventory."""
+    (tmp_path / "vms").mkdir()
+    merge_into_policy(tmp_path / "vms" / "pbx77.yaml", [], vm="pbx77")
+    assert yaml.safe_load((tmp_path / "vms" / "pbx77.yaml").read_text()) == {"vm": "pbx77", "binaries": []}
+    with pytest.raises(BadInput, match=r"no VM pbx7 in the inventory \(did you mean pbx77\?\)"):
+        merge_into_policy(tmp_path / "vms" / "pbx7.yaml", [], vm="pbx77")
