@@ -58,7 +58,7 @@ def _split_host(words: Sequence[str], usage: str) -> tuple[list[str], str]:
 @click.argument("words", nargs=-1, required=True, metavar="VM host HOST")
 @click.option("--live/--cold", "live", default=True, help="Kind of move (default: live).")
 @click.option("--from-host", "source", default=None, help="Where the VM runs now (default: the inventory's).")
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
 @policies_option
 @click.option(
     "--inventory",
@@ -76,6 +76,11 @@ def check_vm_cmd(
     inventory name or any host SOURCE: a snapshot / capabilities /
     domcapabilities / cpuinfo file, a libvirt URI, model:NAME, uarch:NAME,
     level:x86-64-vN.
+
+    \b
+    Exit codes: 0 allowed (possibly with warnings), 1 blocked,
+    2 bad input or usage (one line naming the file and the problem),
+    3 internal error, 130 interrupted.
     """
     from cpuguard.fleet import check_vm
 
@@ -196,13 +201,21 @@ def host_show(host_spec: str, fmt: str, policies: Path | None) -> None:
 @click.argument("names", nargs=-1, required=True)
 def feature_cmd(names: tuple[str, ...]) -> None:
     """Translate feature names between spellings (Linux, libvirt, iced, NFD, os-traits)."""
+    from cpuguard.errors import BadInput, UnknownFeature
     from cpuguard.knowledge import load_knowledge
 
     vocabulary = load_knowledge().vocabulary
+    unknown: list[str] = []
     for name in names:
-        canonical = vocabulary.canonical(name)
+        try:
+            canonical = vocabulary.canonical(name)
+        except UnknownFeature as exc:  # say every one, not only the first
+            unknown.append(exc.problem)
+            continue
         libvirt = vocabulary.libvirt_name(canonical) or "-"
         click.echo(f"{name}: canonical {canonical}, libvirt {libvirt}")
+    if unknown:
+        raise BadInput(None, "; ".join(unknown))
 
 
 #: Modules that contribute commands: each exposes ``COMMANDS``, a list of click commands, and may

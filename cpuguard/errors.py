@@ -61,6 +61,15 @@ class UnknownFeature(UnknownName):
         super().__init__(where, "CPU feature", name, suggestions)
 
 
+class AmbiguousFeature(UnknownFeature):
+    """A spelling that names several features (``sse4``): refused with the candidates."""
+
+    def __init__(self, name: str, meanings: tuple[str, ...], where: str | None = None) -> None:
+        super().__init__(name, meanings, where)
+        self.problem = f"ambiguous CPU feature {name!r}: say which of {', '.join(meanings)}"
+        self.args = (self.line(),)
+
+
 class MissingDependency(CpuguardError):
     """An optional component is not installed."""
 

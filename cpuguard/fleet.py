@@ -16,7 +16,7 @@ from cpuguard.domain import parse_domain, read_domain
 from cpuguard.errors import BadInput, UnknownName
 from cpuguard.guest.records import GuestNeeds
 from cpuguard.guest.store import GUESTS_DIR
-from cpuguard.hosts.sources import is_uri, looks_like_source, resolve_host
+from cpuguard.hosts.sources import is_uri, looks_like_path, looks_like_source, resolve_host
 from cpuguard.inventory import INVENTORY_NAME, Inventory, read_inventory
 from cpuguard.knowledge import Knowledge
 from cpuguard.libvirt_api import connect
@@ -125,6 +125,8 @@ class Fleet:
                 raise BadInput(self.inventory.path, f"facts file of host {entry.name!r} does not exist: {entry.source}")
             facts = resolve_host(entry.source, self.knowledge, name=entry.name)
         else:
+            if not looks_like_source(spec) and looks_like_path(spec):
+                raise BadInput(spec, "no such file")  # as a missing VM file is reported
             if not looks_like_source(spec):
                 import difflib
 

@@ -60,9 +60,13 @@ def read_inventory(policies_dir: Path, inventory: Path | None = None) -> Invento
     if not path.exists():
         return Inventory(policies_dir, None)
     raw = read_yaml(path)
+    if raw is not None:
+        validate(raw, load_schema("inventory"), path)
+    if inventory is not None and not (raw and (raw.get("hosts") or raw.get("vms"))):
+        # one asked for by name must say something: an empty one would only fail later, vaguely
+        raise BadInput(path, "the inventory lists no hosts and no VMs")
     if raw is None:
         return Inventory(policies_dir, path)
-    validate(raw, load_schema("inventory"), path)
     hosts: dict[str, HostEntry] = {}
     for name, entry in (raw.get("hosts") or {}).items():
         sources = [k for k in ("facts", "uri", "source") if k in entry]

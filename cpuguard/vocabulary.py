@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuguard.cpumap import CpuMapData, load_cpu_map_data
-from cpuguard.errors import BadInput, UnknownFeature
+from cpuguard.errors import AmbiguousFeature, BadInput, UnknownFeature
 
 NAMES_FILE = Path(__file__).with_name("data") / "feature_names.yaml"
 _PREFIXES = ("hwcpux86", "x86feature")
@@ -49,6 +49,8 @@ class Vocabulary:
     cpuinfo_hidden: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     #: canonical names of VMX capability bits (cpu_map ``vmx-*``, see FeatureDef.vmx_capability)
     vmx_capabilities: frozenset[str] = frozenset()
+    #: (match key, the canonical names it could mean): spellings refused as ambiguous
+    ambiguous: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def never_needed(self) -> frozenset[str]:
@@ -63,6 +65,9 @@ class Vocabulary:
     def canonical(self, name: str, where: str | Path | None = None) -> str:
         found = self.try_canonical(name)
         if found is None:
+            meanings = dict(self.ambiguous).get(match_key(name))
+            if meanings:
+                raise AmbiguousFeature(name, meanings, str(where) if where else None)
             raise UnknownFeature(name, self.suggest(name), str(where) if where else None)
         return found
 
@@ -125,6 +130,14 @@ def build_vocabulary(cpu_map: CpuMapData, names: Mapping[str, Any], where: Path)
             raise BadInput(where, f"alias target {canonical!r} is not a known feature")
         for spelling in spellings:
             claim(spelling, by_key[match_key(canonical)])
+    ambiguous: list[tuple[str, tuple[str, ...]]] = []
+    for spelling, meanings in names.get("ambiguous", {}).items():
+        if match_key(spelling) in by_key:
+            raise BadInput(where, f"ambiguous spelling {spelling!r} already names {by_key[match_key(spelling)]}")
+        unknown = [m for m in meanings if match_key(m) not in by_key]
+        if unknown:
+            raise BadInput(where, f"ambiguous spelling {spelling!r}: {unknown[0]!r} is not a known feature")
+        ambiguous.append((match_key(spelling), tuple(by_key[match_key(m)] for m in meanings)))
     provided = frozenset(by_key[match_key(n)] for n in names.get("hypervisor_provided", []))
     hidden = {
         vendor: {by_key[match_key(shown)]: tuple(by_key[match_key(b)] for b in bits) for shown, bits in table.items()}
@@ -139,6 +152,7 @@ def build_vocabulary(cpu_map: CpuMapData, names: Mapping[str, Any], where: Path)
         provided,
         hidden,
         frozenset(vmx_capabilities),
+        tuple(ambiguous),
     )
 
 

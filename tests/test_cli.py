@@ -91,6 +91,49 @@ def test_host_show_and_snapshot(tmp_path: Path) -> None:
     assert checked.returncode == 1
 
 
+def test_every_unknown_feature_is_named_and_sse4_is_ambiguous() -> None:
+    result = run_cpuguard("feature", "avx2", "nosuch", "avx512f", "sse4")
+    assert result.returncode == 2
+    assert result.stdout.splitlines() == [
+        "avx2: canonical avx2, libvirt avx2",
+        "avx512f: canonical avx512f, libvirt avx512f",
+    ]
+    assert result.stderr == (
+        "cpuguard: error: unknown CPU feature 'nosuch'; "
+        "ambiguous CPU feature 'sse4': say which of sse4_1, sse4_2, sse4a\n"
+    )
+
+
+@pytest.mark.parametrize("text", ["{}\n", "", "hosts: {}\nvms: {}\n"])
+def test_an_empty_inventory_given_by_name_is_refused_at_once(tmp_path: Path, text: str) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_text(text)
+    result = run_cpuguard("check", "vm", "pbx01", "host", "old-node", "--inventory", str(empty))
+    assert result.returncode == 2
+    assert (result.stdout, result.stderr) == (
+        "",
+        f"cpuguard: error: {empty}: the inventory lists no hosts and no VMs\n",
+    )
+
+
+def test_help_lists_exit_codes_and_describes_every_option() -> None:
+    check = run_cpuguard("check", "vm", "--help").stdout
+    assert "Exit codes: 0 allowed (possibly with warnings), 1 blocked," in check
+    assert "3 internal error, 130 interrupted." in check
+    metrics = run_cpuguard("metrics", "--help").stdout
+    options = metrics.split("Options:\n", 1)[1].splitlines()
+    bare = [line.strip() for line in options if line.startswith("  -") and len(line.split("  ")) < 3]
+    assert bare == [], metrics  # an option line with no description beside it
+
+
+def test_the_readmes_try_also_names_only_files_that_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("Try also:", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    named = [w for line in block.splitlines() for w in line.split("#")[0].split() if "/" in w and w.endswith(".xml")]
+    assert named == ["policies/domains/db01.xml"]
+    assert all((ROOT / w).is_file() for w in named)
+
+
 def test_feature_translation() -> None:
     result = run_cpuguard("feature", "HW_CPU_X86_SSE42", "LZCNT")
     assert result.stdout.splitlines() == [
@@ -152,7 +195,8 @@ def test_bad_policy_is_one_line_exit_2(tmp_path: Path, case: str) -> None:
         (("check", "vm", "pbx02", "host", "old-node"), "unknown VM 'pbx02' (did you mean pbx01?)"),
         (("check", "vm", "pbx01", "host", "old-nod"), "unknown host 'old-nod' (did you mean old-node"),
         (("check", "vm", "pbx01", "host", "model:Westmire"), "unknown libvirt CPU model 'Westmire'"),
-        (("check", "vm", "pbx01", "host", "/nonexistent/host.json"), "not a known host, file"),
+        (("check", "vm", "pbx01", "host", "/nonexistent/host.json"), "/nonexistent/host.json: no such file\n"),
+        (("check", "vm", "pbx01", "host", "nosuch.xml"), "cpuguard: error: nosuch.xml: no such file\n"),
         (("check", "vm", "pbx01", "old-node"), "expected: cpuguard check vm VM host HOST"),
         (("check", "vm", "/etc/shadow-nonexistent.xml", "host", "old-node"), "no such file"),
     ],
@@ -208,7 +252,7 @@ def test_check_binary_blocks_a_haswell_build_on_westmere(tmp_path: Path) -> None
         "float v[4096];\n"
         "__attribute__((noinline)) float dot(int n) { float s = 0; for (int i = 0; i < n; i++) s += v[i] * v[i];"
         " return s; }\n"
-        "int main(int c, char **a) { for (int i = 0; i < 4096; i++) v[i] = i % 7; printf(\"%f\\n\", dot(c * 4096));"
+        'int main(int c, char **a) { for (int i = 0; i < 4096; i++) v[i] = i % 7; printf("%f\\n", dot(c * 4096));'
         " return 0; }\n"
     )
     binary = tmp_path / "sum"

@@ -26,6 +26,7 @@ from cpuguard.xmlsafe import read_bytes
 
 PROC_CPUINFO = Path("/proc/cpuinfo")
 
+
 def is_uri(source: str) -> bool:
     return "://" in source
 
@@ -35,6 +36,15 @@ def looks_like_source(spec: str) -> bool:
     a path) rather than an inventory host name. Callers look ``spec`` up in the inventory
     first: a host named like a file in the working directory is still the inventory's."""
     return spec == "local" or ":" in spec or "/" in spec or Path(spec).exists()
+
+
+#: Suffixes of the host files cpuguard reads (snapshot, capabilities XML, a cpuinfo copy).
+FILE_SUFFIXES = (".json", ".xml", ".txt")
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether ``spec`` was meant as a file: it has a directory part or a host file's suffix."""
+    return "/" in spec or Path(spec).suffix.lower() in FILE_SUFFIXES
 
 
 def as_kvm_host(facts: HostFacts, knowledge: Knowledge) -> HostFacts:
@@ -143,6 +153,8 @@ def resolve_host(source: str, knowledge: Knowledge, *, name: str = "") -> HostFa
         return local_host(knowledge, name=name)
     path = Path(source)
     if not path.exists():
+        if looks_like_path(source):  # as a missing VM file is reported
+            raise BadInput(source, "no such file")
         raise BadInput(
             source,
             "not a known host, file, libvirt URI, model:NAME, uarch:NAME or level:x86-64-vN",

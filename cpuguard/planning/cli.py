@@ -311,9 +311,18 @@ def baseline_cmd(
     help="Write here atomically (e.g. node_exporter's textfile directory, "
     "/var/lib/prometheus/node-exporter/cpuguard.prom) instead of standard output.",
 )  # fmt: skip
-@click.option("--policies", type=click.Path(path_type=Path, file_okay=False), default=None)
-@click.option("--inventory", type=click.Path(path_type=Path), default=None)
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@click.option(
+    "--policies", type=click.Path(path_type=Path, file_okay=False), default=None,
+    help="Policies directory (inventory.yaml, vms/). Default as for cpuguard check.",
+)
+@click.option(
+    "--inventory", type=click.Path(path_type=Path), default=None,
+    help="Inventory file, or a directory holding inventory.yaml. Default: POLICIES/inventory.yaml.",
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+    help="Seconds to wait for each host given as a libvirt URI.",
+)  # fmt: skip
 def metrics_cmd(output: Path | None, policies: Path | None, inventory: Path | None, timeout: float) -> None:
     """Prometheus text-format figures: per VM the hosts that could take it live and
     cold, per host its x86-64 level and the age of its facts.
