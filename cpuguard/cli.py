@@ -220,7 +220,13 @@ def feature_cmd(names: tuple[str, ...]) -> None:
 
 #: Modules that contribute commands: each exposes ``COMMANDS``, a list of click commands, and may
 #: expose ``INVENTORY_COMMANDS``, subcommands of ``cpuguard inventory``.
-COMMAND_MODULES = ("cpuguard.scan.cli", "cpuguard.hook.cli", "cpuguard.planning.cli", "cpuguard.guest.cli")
+COMMAND_MODULES = (
+    "cpuguard.scan.cli",
+    "cpuguard.hook.cli",
+    "cpuguard.planning.cli",
+    "cpuguard.guest.cli",
+    "cpuguard.rehearse.cli",
+)
 
 
 def _register_commands() -> None:

@@ -1,0 +1,51 @@
+"""Fixtures for rehearsals: programs compiled here, and a guest root holding them.
+
+The guest root is built like an extracted backup: each program under
+``/opt/app`` with the loader and libraries it needs, copied from this machine
+(the closure the rehearsal itself computes, read from ``/``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_tool
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+
+#: name -> (source, gcc flags)
+BUILDS: dict[str, tuple[str, list[str]]] = {
+    "haswell": ("kernels.c", ["-march=haswell"]),
+    "avx2": ("kernels.c", ["-mavx2"]),
+    "bmi2": ("kernels.c", ["-mbmi2"]),
+    "guarded": ("guarded.c", ["-march=x86-64"]),
+    "escape": ("escape.c", []),
+}
+
+
+@pytest.fixture(scope="session")
+def guest_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A guest root with every program of :data:`BUILDS` in /opt/app, and ``uselib``, whose
+    Haswell code is in /opt/app/lib/libkernels.so (found through its RUNPATH)."""
+    from cpuguard.rehearse import sysroot
+    from cpuguard.rehearse.guestroot import GuestRoot
+
+    gcc = need_tool("gcc")
+    root = tmp_path_factory.mktemp("guest-root")
+    app = root / "opt" / "app"
+    app.mkdir(parents=True)
+    lib = app / "lib"
+    lib.mkdir()
+    shared = ["-shared", "-fPIC", "-march=haswell"]
+    subprocess.run([gcc, "-O3", "-o", str(lib / "libkernels.so"), str(PROGRAMS / "kernels.c"), *shared], check=True)
+    uselib = [str(PROGRAMS / "uselib.c"), f"-L{lib}", "-lkernels", "-Wl,-rpath,/opt/app/lib"]
+    subprocess.run([gcc, "-O2", "-o", str(app / "uselib"), *uselib], check=True)
+    for name, (source, flags) in BUILDS.items():
+        subprocess.run([gcc, "-O3", "-o", str(app / name), str(PROGRAMS / source), *flags], check=True)
+        found = sysroot.closure(GuestRoot(Path("/")), str(app / name), extras=False)
+        del found.files[str(app / name)]
+        sysroot.build(GuestRoot(Path("/")), found, root)
+    return root
