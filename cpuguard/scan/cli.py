@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -24,24 +26,47 @@ if TYPE_CHECKING:
 
 
 class _Bar:
-    """A progress bar on stderr, driven by bytes of files analysed."""
+    """A progress line on a terminal, moved by every file: counts of files and of bytes analysed.
 
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.shown = 0
+    Redrawn at most ``per_second`` times a second (a warm cache finishes thousands of files a
+    second) and always for the last file, so it never sits still while files are done.
+    """
+
+    def __init__(self, stream: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic,
+                 per_second: float = 10.0, width: int = 20) -> None:  # fmt: skip
+        self.stream = stream
+        self.clock = clock
+        self.interval = 1.0 / per_second
+        self.width = width
+        self.drawn_at: float | None = None
+        self.last = ""
+
+    @staticmethod
+    def line(event: Progress, width: int = 20) -> str:
+        """``scanning [#####.....] 65/248 files, 12.7 of 28.9 MiB analysed``"""
+        total = max(event.files_total, event.files_done, 1)
+        filled = width * event.files_done // total
+        mib = 1 << 20
+        return (
+            f"scanning [{'#' * filled}{'.' * (width - filled)}] {event.files_done}/{total} files, "
+            f"{event.bytes_done / mib:.1f} of {event.bytes_total / mib:.1f} MiB analysed"
+        )
 
     def __call__(self, event: Progress) -> None:
-        if self.bar is None:
-            self.bar = click.progressbar(length=max(event.bytes_total, 1), label="scanning", file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.length = max(event.bytes_total, 1)
-        if event.bytes_done > self.shown:
-            self.bar.update(event.bytes_done - self.shown)
-            self.shown = event.bytes_done
+        now = self.clock()
+        last = event.files_done >= event.files_total
+        if not last and self.drawn_at is not None and now - self.drawn_at < self.interval:
+            return
+        self.drawn_at = now
+        text = self.line(event, self.width)
+        self.stream.write("\r" + text + " " * max(0, len(self.last) - len(text)))
+        self.stream.flush()
+        self.last = text
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+        if self.last:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def _write(path: Path, text: str) -> None:

@@ -46,10 +46,11 @@ class DefaultCache(Enum):
 @dataclass(frozen=True)
 class Progress:
     files_done: int
-    files_total: int  # known so far (grows while directories are walked)
+    files_total: int  # found so far: every file of the named paths, plus libraries as they are followed
     bytes_done: int  # of files analysed (cache hits count as done)
     bytes_total: int
     path: str
+    stage: str = "done"  # done (cached, skipped or analysed) | read (hashed, to be analysed)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -119,13 +120,15 @@ class _Scan:
         self.jobs = jobs
         self.results: list[FileScan | None] = []
         self.files_done = 0
+        self.files_found = 0  # files to scan, known before any is opened (see scan_paths)
         self.bytes_done = 0
         self.bytes_total = 0
         self.executor: Executor | None = None
 
-    def report(self, path: str) -> None:
+    def report(self, path: str, stage: str = "done") -> None:
         if self.progress is not None:
-            event = Progress(self.files_done, len(self.results), self.bytes_done, self.bytes_total, path)
+            total = max(self.files_found, len(self.results))
+            event = Progress(self.files_done, total, self.bytes_done, self.bytes_total, path, stage)
             self.progress(event)
 
     def done(self, scan: FileScan, index: int | None = None) -> FileScan:
@@ -252,6 +255,12 @@ def scan_paths(
     seen: set[tuple[int, int]] = set()
     missing: set[str] = set()
     queue: deque[Target] = deque(expand(paths))
+    state.files_found = len(queue)  # the walk is done first, so progress has a true total
+
+    def follow(targets: list[Target]) -> None:
+        state.files_found += len(targets)
+        queue.extend(targets)
+
     try:
         while queue:
             pending: list[_Job] = []
@@ -259,16 +268,18 @@ def scan_paths(
                 target = queue.popleft()
                 if target.identity is not None:
                     if target.identity in seen:
+                        state.files_found -= 1
                         continue
                     seen.add(target.identity)
                 opened = state.open(target)
                 if isinstance(opened, _Job):
                     pending.append(opened)
+                    state.report(opened.path, "read")  # the bar moves while big files are hashed
                 elif follow_needed:
-                    queue.extend(_needed_targets(opened, search, seen, missing))
+                    follow(_needed_targets(opened, search, seen, missing))
             for scan in state.run(pending) if pending else ():
                 if follow_needed:
-                    queue.extend(_needed_targets(scan, search, seen, missing))
+                    follow(_needed_targets(scan, search, seen, missing))
     finally:
         state.close()
     files = tuple(r for r in state.results if r is not None)

@@ -158,3 +158,60 @@ def test_a_new_policy_for_a_scanned_guest_takes_its_name(tmp_path: Path) -> None
     assert yaml.safe_load((tmp_path / "vms" / "pbx77.yaml").read_text()) == {"vm": "pbx77", "binaries": []}
     with pytest.raises(BadInput, match=r"no VM pbx7 in the inventory \(did you mean pbx77\?\)"):
         merge_into_policy(tmp_path / "vms" / "pbx7.yaml", [], vm="pbx77")
+
+
+def test_progress_on_a_terminal_counts_files(corpus: dict[str, Built], tmp_path: Path) -> None:
+    """On a terminal the bar counts files as they are done and ends on the full count."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("kernels-x86-64", "kernels-haswell", "clones"):
+        shutil.copy(corpus[name].path, tree / name)
+    (tree / "script").write_text("#!/bin/sh\n")
+    master, slave = os.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cpuguard", "scan", "--no-cache", "--format", "json", str(tree)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=slave, timeout=120, check=False,
+        )  # fmt: skip
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other end is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+    assert done.returncode == 0
+    shown = b"".join(chunks).decode()
+    frames = [frame.rstrip() for frame in shown.replace("\r\n", "\n").split("\r") if frame.strip()]
+    assert re.fullmatch(r"scanning \[#{20}\] 4/4 files, (\d+\.\d) of \1 MiB analysed", frames[-1]), shown
+    assert all(re.match(r"scanning \[[#.]{20}\] \d/4 files, ", frame) for frame in frames), shown
+
+
+def test_the_progress_bar_moves_with_every_file(corpus: dict[str, Built]) -> None:
+    import io
+
+    from cpuguard.scan.cli import _Bar
+    from cpuguard.scan.scanner import Progress, scan_paths
+
+    events: list[Progress] = []
+    paths = [corpus[name].path for name in ("kernels-x86-64", "kernels-haswell", "clones")]
+    scan_paths(paths, cache_dir=None, progress=events.append, jobs=1)
+    ticks = iter(range(1000))
+    out = io.StringIO()
+    bar = _Bar(out, clock=lambda: float(next(ticks)))  # a second between events: each is drawn
+    for event in events:
+        bar(event)
+    bar.close()
+    counts = [frame.split("] ", 1)[1].split(" files")[0] for frame in out.getvalue().split("\r") if frame.strip()]
+    assert counts[0] == "0/3" and counts[-1] == "3/3"  # the total is known from the first event
+    assert [c for c in counts if c != counts[0]] == ["1/3", "2/3", "3/3"]
