@@ -225,6 +225,7 @@ COMMAND_MODULES = (
     "cpuguard.hook.cli",
     "cpuguard.planning.cli",
     "cpuguard.guest.cli",
+    "cpuguard.advice.cli",
     "cpuguard.rehearse.cli",
 )
 

@@ -8,12 +8,14 @@ and rule, so a plan never disagrees with the hook.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
+from cpuguard.advice.advise import advise
 from cpuguard.errors import EXIT_BAD_INPUT, EXIT_BLOCKED, EXIT_OK
 from cpuguard.knowledge import Knowledge
 from cpuguard.levels import highest_level
 from cpuguard.planning.records import Candidate, EvacuationPlan, Problem, VmPlan, VmSpec, is_safe
-from cpuguard.records import HostFacts, Move
+from cpuguard.records import HostFacts, Missing, Move
 from cpuguard.requirements import build_requirements
 from cpuguard.verdict import decide, vm_level
 
@@ -41,7 +43,7 @@ def plan_vm(
         cold_only = tuple(c.host for c in candidates if is_safe(c.cold) and not is_safe(c.live))
     candidates.sort(key=lambda c: (not is_safe(c.verdict(move)), not is_safe(c.cold), c.host))
     chosen = live if move is Move.LIVE else cold
-    return VmPlan(
+    plan = VmPlan(
         vm=vm.name,
         source=source_name,
         move=move,
@@ -52,6 +54,39 @@ def plan_vm(
         policy_mode=chosen.mode,
         level=vm_level(chosen.features),
     )
+    return _cause(plan, vm, source_name, source, targets, knowledge) if plan.stranded else plan
+
+
+def _cause(
+    plan: VmPlan,
+    vm: VmSpec,
+    source_name: str,
+    source: HostFacts | None,
+    targets: Mapping[str, HostFacts],
+    knowledge: Knowledge,
+) -> VmPlan:
+    """Why a stranded VM is stranded: its CPU configuration (the advised <cpu> would open a target)
+    or its workload (no target offers what its software needs)."""
+    hosts = {**targets, **({source_name: source} if source is not None else {})}
+    advice = advise(vm, hosts, knowledge)
+    reach = advice.live_after if plan.move is Move.LIVE else advice.cold_after
+    opens = tuple(h for h in reach if h in targets and h != source_name)
+    if opens and advice.advised is not None:
+        return replace(plan, stranded_by="configuration", advised=advice.advised, advised_targets=opens)
+    if any(h in targets and h != source_name for h in advice.workload_hosts):
+        return plan  # the workload fits a target, yet no definition does (a guest cpuguard cannot advise)
+    shortfalls = [s for s in advice.shortfalls if s.host in targets]
+    common = (
+        frozenset.intersection(*(frozenset(m.feature for m in s.missing) for s in shortfalls))
+        if shortfalls
+        else frozenset()
+    )
+    missing: dict[str, Missing] = {}
+    for shortfall in shortfalls:
+        for item in shortfall.missing:
+            if item.feature in common or not common:
+                missing.setdefault(item.feature, item)
+    return replace(plan, stranded_by="workload", workload_missing=tuple(missing[f] for f in sorted(missing)))
 
 
 def evacuate(

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from cpuguard.advice.records import AdvisedCpu
 from cpuguard.policy import VmPolicy
-from cpuguard.records import Domain, Move, Verdict
+from cpuguard.records import Domain, Missing, Move, Verdict
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,12 @@ class VmPlan:
     notes: tuple[str, ...] = ()
     policy_mode: str = "enforce"
     level: str | None = None  # x86-64 level the VM's needs amount to under ``move``
+    # a stranded VM: "configuration" (the advised <cpu> opens ``advised_targets``) or "workload"
+    # (no target offers what its software needs: ``workload_missing``); None when not stranded
+    stranded_by: str | None = None
+    advised: AdvisedCpu | None = None
+    advised_targets: tuple[str, ...] = ()
+    workload_missing: tuple[Missing, ...] = ()
 
     @property
     def stranded(self) -> bool:
@@ -131,6 +138,10 @@ class EvacuationPlan:
     @property
     def stranded(self) -> tuple[VmPlan, ...]:
         return tuple(v for v in self.vms if v.stranded)
+
+    def stranded_by(self, cause: str) -> tuple[VmPlan, ...]:
+        """The stranded VMs whose cause is ``configuration`` or ``workload``."""
+        return tuple(v for v in self.stranded if v.stranded_by == cause)
 
     @property
     def complete(self) -> bool:

@@ -14,7 +14,7 @@ from xml.etree.ElementTree import Element, SubElement, indent, tostring
 from cpuguard.planning.matrix import Matrix
 from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, ReportMeta
 from cpuguard.records import Move
-from cpuguard.render.plan_text import _rejection, baseline_xml, render_baseline_text
+from cpuguard.render.plan_text import _rejection, baseline_xml, cause_lines, render_baseline_text
 
 #: ReportMeta.items() -> testsuite property names (dotted, as CI tools show other tools' properties).
 _PROPERTIES = {
@@ -69,14 +69,24 @@ def render_evacuation_junit(plan: EvacuationPlan, meta: ReportMeta | None = None
     for vm in sorted(plan.vms, key=lambda v: v.vm):
         case = SubElement(suite, "testcase", classname=classname, name=vm.vm)
         if vm.stranded:
-            failure = SubElement(
-                case, "failure", message=f"no safe target for {vm.vm} ({vm.move.value} move)", type="stranded"
-            )
+            message = f"no safe target for {vm.vm} ({vm.move.value} move)"
+            if vm.stranded_by == "configuration" and vm.advised is not None:
+                # the fix, where a CI system shows only the message
+                extras = [f"+{f}" for f in vm.advised.required_libvirt] + [f"-{f}" for f in vm.advised.disabled_libvirt]
+                model = " ".join([vm.advised.model, *extras])
+                message += (
+                    f": stranded by configuration; a <cpu> of model {model} (cpuguard advise {vm.vm}) "
+                    f"opens {', '.join(vm.advised_targets)} from its next cold boot"
+                )
+            elif vm.stranded_by == "workload":
+                message += ": stranded by the workload"
+            failure = SubElement(case, "failure", message=message, type="stranded")
             lines = [f"{vm.vm} has no safe target among {', '.join(plan.targets) or 'no hosts'}."]
             if vm.cold_only:
                 lines.append(f"After a shutdown (cold move) it could start on: {', '.join(vm.cold_only)}.")
             elif vm.move is Move.LIVE:
                 lines.append("After a shutdown (cold move) no target could start it either.")
+            lines.extend(line.removeprefix("  ") for line in cause_lines(vm))
             for candidate in vm.candidates:
                 lines.append(f"{candidate.host}:")
                 lines.extend(_rejection(candidate.verdict(vm.move), "    "))

@@ -13,6 +13,7 @@ from typing import Any
 
 from cpuguard.planning.matrix import Matrix
 from cpuguard.planning.records import Baseline, EvacuationPlan, Problem
+from cpuguard.render.advice_text import advised_cpu_xml
 from cpuguard.render.jsonout import to_data
 from cpuguard.render.plan_text import baseline_xml
 
@@ -37,6 +38,8 @@ def evacuation_data(plan: EvacuationPlan) -> dict[str, Any]:
         "targets": list(plan.targets),
         "complete": plan.complete,
         "stranded": [v.vm for v in plan.stranded],
+        "stranded_by_configuration": [v.vm for v in plan.stranded_by("configuration")],
+        "stranded_by_workload": [v.vm for v in plan.stranded_by("workload")],
         "vms": [
             {
                 "vm": vm.vm,
@@ -45,6 +48,10 @@ def evacuation_data(plan: EvacuationPlan) -> dict[str, Any]:
                 "cold_only_targets": list(vm.cold_only),
                 "policy_mode": vm.policy_mode,
                 "level": vm.level,
+                "stranded_by": vm.stranded_by,
+                "advised_cpu_xml": advised_cpu_xml(vm.advised) if vm.advised is not None else None,
+                "advised_targets": list(vm.advised_targets),
+                "workload_missing": {m.feature: [o.detail for o in m.origins] for m in vm.workload_missing},
                 "notes": list(vm.notes),
                 "candidates": [
                     {"host": c.host, "live": to_data(c.live), "cold": to_data(c.cold)} for c in vm.candidates

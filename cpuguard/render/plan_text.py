@@ -10,6 +10,7 @@ from xml.sax.saxutils import escape
 from cpuguard.planning.matrix import Matrix
 from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, VmPlan, is_safe
 from cpuguard.records import Move, Verdict
+from cpuguard.render.advice_text import advised_cpu_xml
 from cpuguard.render.verdict_text import by_origin
 
 #: Above this many hosts the matrix is summarised per VM instead of drawn as a grid.
@@ -40,6 +41,24 @@ def _rejection(verdict: Verdict, indent: str) -> list[str]:
     return lines
 
 
+def cause_lines(vm: VmPlan) -> list[str]:
+    """Stranded by configuration (with the <cpu> that frees it) or by the workload (with what it lacks)."""
+    if vm.stranded_by == "configuration" and vm.advised is not None:
+        lines = [
+            f"  stranded by configuration: with the advised <cpu> it could go to {', '.join(vm.advised_targets)} "
+            "(from its next cold boot on):"
+        ]
+        lines.extend(f"      {line}" for line in advised_cpu_xml(vm.advised).splitlines())
+        return lines
+    if vm.stranded_by == "workload":
+        lines = ["  stranded by the workload: no target offers what its software needs"]
+        for origin, features in by_origin(vm.workload_missing):
+            lines.append(f"      needs {', '.join(features)}")
+            lines.append(f"          <- {origin.detail}")
+        return lines
+    return []
+
+
 def _vm_section(vm: VmPlan) -> list[str]:
     move = vm.move.value
     if vm.stranded:
@@ -53,6 +72,7 @@ def _vm_section(vm: VmPlan) -> list[str]:
         lines.append("  after a shutdown (cold move) no target could start it either")
     elif vm.cold_only:
         lines.append(f"  cold move only: {', '.join(vm.cold_only)}")
+    lines.extend(cause_lines(vm))
     if vm.policy_mode != "enforce":
         lines.append(f"  policy mode {vm.policy_mode}: the hook would not stop a move to a host that lacks features")
     for candidate in vm.candidates:
@@ -76,6 +96,11 @@ def render_evacuation_text(plan: EvacuationPlan) -> str:
     ]
     if stranded:
         lines.append(f"  no safe target: {', '.join(v.vm for v in stranded)}")
+    configuration, workload = plan.stranded_by("configuration"), plan.stranded_by("workload")
+    if configuration:
+        lines.append(f"  stranded by configuration (a new <cpu> frees it): {', '.join(v.vm for v in configuration)}")
+    if workload:
+        lines.append(f"  stranded by the workload: {', '.join(v.vm for v in workload)}")
     for vm in plan.vms:
         lines.append("")
         lines.extend(_vm_section(vm))

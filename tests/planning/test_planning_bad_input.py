@@ -26,7 +26,7 @@ def test_corrupt_host_file_is_one_problem(tmp_path: Path, knowledge: Knowledge) 
     assert sorted(fleet.hosts) == ["mid-node", "new-node"]
     plan = evacuate("new-node", list(fleet.vms.values()), fleet.hosts, knowledge, problems=fleet.problems)
     assert not plan.complete  # old-node might have been the target pbx01 needed
-    assert [v.vm for v in plan.stranded] == ["pbx01"]
+    assert [v.vm for v in plan.stranded] == ["app01", "pbx01"]
     assert next(v for v in plan.vms if v.vm == "db01").safe == ("mid-node",)
 
     result = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(policies))
@@ -48,7 +48,7 @@ def test_unknown_feature_in_a_policy_drops_only_that_vm(tmp_path: Path, knowledg
     result = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(policies), "--format", "json")
     assert result.returncode == 2
     data = json.loads(result.stdout)
-    assert data["complete"] is False and [v["vm"] for v in data["vms"]] == ["pbx01"]
+    assert data["complete"] is False and [v["vm"] for v in data["vms"]] == ["app01", "pbx01"]
     assert data["problems"][0]["kind"] == "vm" and data["problems"][0]["name"] == "db01"
     # evacuating another host is not affected by db01's problem
     other = run_cpuguard("plan", "evacuate", "old-node", "--policies", str(policies))

@@ -23,14 +23,16 @@ def fleet(knowledge: Knowledge) -> PlanFleet:
 def test_example_fleet_loads_without_problems(fleet: PlanFleet) -> None:
     assert fleet.problems == ()
     assert sorted(fleet.hosts) == ["mid-node", "new-node", "old-node"]
-    assert [v.name for v in fleet.vms_on("new-node")] == ["db01", "pbx01"]
+    assert [v.name for v in fleet.vms_on("new-node")] == ["app01", "db01", "pbx01"]
 
 
 def test_pbx01_is_stranded_with_missing_features_per_candidate(fleet: PlanFleet, knowledge: Knowledge) -> None:
     plan = evacuate("new-node", list(fleet.vms.values()), fleet.hosts, knowledge)
     assert plan.targets == ("mid-node", "old-node")
-    assert [v.vm for v in plan.stranded] == ["pbx01"]
-    pbx01 = plan.vms[0]
+    # app01 is pinned by its host-passthrough CPU alone: a restart elsewhere would work
+    assert [v.vm for v in plan.stranded] == ["app01", "pbx01"]
+    assert plan.stranded[0].cold_only == ("mid-node", "old-node")
+    pbx01 = plan.vms[1]
     assert pbx01.vm == "pbx01" and pbx01.stranded
     # its Asterisk build uses AVX-512: not even a restart on another host would work
     assert pbx01.cold_only == ()
@@ -65,6 +67,7 @@ def test_other_vms_get_targets(fleet: PlanFleet, knowledge: Knowledge) -> None:
 def test_cold_rule_strands_pbx01_too(fleet: PlanFleet, knowledge: Knowledge) -> None:
     plan = evacuate("new-node", list(fleet.vms.values()), fleet.hosts, knowledge, move=Move.COLD)
     assert [v.vm for v in plan.stranded] == ["pbx01"]
+    assert next(v for v in plan.vms if v.vm == "app01").safe == ("mid-node", "old-node")
     pbx01 = plan.vms[0]
     assert pbx01.safe == () and pbx01.cold_only == ()
     assert next(v for v in plan.vms if v.vm == "db01").safe == ("mid-node",)
@@ -78,7 +81,7 @@ def test_cold_rule_with_a_skylake_server_target(fleet: PlanFleet, knowledge: Kno
 
     hosts = {**fleet.hosts, "spare": model_host("Skylake-Server-IBRS", knowledge, "spare")}
     live = evacuate("new-node", list(fleet.vms.values()), hosts, knowledge, targets=["spare"])
-    pbx01 = live.vms[0]
+    pbx01 = next(v for v in live.vms if v.vm == "pbx01")
     assert pbx01.vm == "pbx01" and pbx01.stranded and pbx01.cold_only == ("spare",)
     assert [m.feature for m in pbx01.candidates[0].live.missing] == ["clflushopt"]
     cold = evacuate("new-node", list(fleet.vms.values()), hosts, knowledge, targets=["spare"], move=Move.COLD)
@@ -95,12 +98,36 @@ def test_cli_text_report() -> None:
     result = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES))
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[:12] == [
-        "Evacuating new-node (live moves) to mid-node, old-node: 2 VMs, 1 stranded",
-        "  no safe target: pbx01",
+    assert lines[:15] == [
+        "Evacuating new-node (live moves) to mid-node, old-node: 3 VMs, 2 stranded",
+        "  no safe target: app01, pbx01",
+        "  stranded by configuration (a new <cpu> frees it): app01",
+        "  stranded by the workload: pbx01",
         "",
+        "STRANDED  app01: no host can take it (live)",
+        "  after a shutdown (cold move) it could start on: mid-node, old-node",
+        "  stranded by configuration: with the advised <cpu> it could go to mid-node, old-node "
+        "(from its next cold boot on):",
+        "      <cpu mode='custom' match='exact' check='partial'>",
+        "        <model fallback='forbid'>Westmere-IBRS</model>",
+        "      </cpu>",
+        "  mid-node: lacks 19 features",
+        "      missing 3dnowprefetch, adx, avx512bw, avx512cd, avx512dq, avx512f, avx512vl, clflushopt, clwb, hle, "
+        "mpx, pdpe1gb, rdseed, rtm, smap, vme, xgetbv1, xsavec, xsaveopt",
+        "          <- the running guest sees it now (host-passthrough on new-node)",
+        "  old-node: lacks 35 features",
+    ]
+    start = lines.index("STRANDED  pbx01: no host can take it (live)")
+    assert lines[start : start + 16] == [
         "STRANDED  pbx01: no host can take it (live)",
         "  after a shutdown (cold move) no target could start it either",
+        "  stranded by the workload: no target offers what its software needs",
+        "      needs avx512bw",
+        "          <- needed by /usr/sbin/asterisk (6 instructions in 2 functions)",
+        "      needs avx512f",
+        "          <- needed by /usr/sbin/asterisk (2 instructions in 1 function)",
+        "      needs avx512vl",
+        "          <- needed by /usr/sbin/asterisk (8 instructions in 2 functions)",
         "  mid-node: lacks 19 features",
         "      missing avx512bw",
         "          <- needed by /usr/sbin/asterisk (6 instructions in 2 functions)",
@@ -122,8 +149,14 @@ def test_cli_json_report() -> None:
     assert result.returncode == 1
     data = json.loads(result.stdout)
     assert data["kind"] == "evacuation" and data["complete"] is True
-    assert data["stranded"] == ["pbx01"]
-    pbx01 = data["vms"][0]
+    assert data["stranded"] == ["app01", "pbx01"]
+    assert data["stranded_by_configuration"] == ["app01"] and data["stranded_by_workload"] == ["pbx01"]
+    app01 = data["vms"][0]
+    assert app01["stranded_by"] == "configuration" and app01["advised_targets"] == ["mid-node", "old-node"]
+    assert "<model fallback='forbid'>Westmere-IBRS</model>" in app01["advised_cpu_xml"]
+    pbx01 = data["vms"][1]
+    assert pbx01["stranded_by"] == "workload" and pbx01["advised_cpu_xml"] is None
+    assert pbx01["workload_missing"]["avx512f"] == ["needed by /usr/sbin/asterisk (2 instructions in 1 function)"]
     assert pbx01["vm"] == "pbx01" and pbx01["safe_targets"] == [] and pbx01["cold_only_targets"] == []
     mid = next(c for c in pbx01["candidates"] if c["host"] == "mid-node")
     assert mid["live"]["outcome"] == "block" and mid["cold"]["outcome"] == "block"
@@ -143,11 +176,12 @@ def test_cli_junit_report_one_case_per_vm(tmp_path: Path) -> None:
     result = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES), "--report", str(report))
     assert result.returncode == 1
     root = ET.fromstring(report.read_text(encoding="utf-8"))
-    assert root.tag == "testsuites" and root.get("tests") == "2" and root.get("failures") == "1"
+    assert root.tag == "testsuites" and root.get("tests") == "3" and root.get("failures") == "2"
     cases = {c.get("name"): c for c in root.iter("testcase")}
-    assert sorted(cases) == ["db01", "pbx01"]
+    assert sorted(cases) == ["app01", "db01", "pbx01"]
     failure = cases["pbx01"].find("failure")
-    assert failure is not None and failure.get("message") == "no safe target for pbx01 (live move)"
+    assert failure is not None
+    assert failure.get("message") == "no safe target for pbx01 (live move): stranded by the workload"
     text = (failure.text or "").splitlines()
     assert text[:2] == [
         "pbx01 has no safe target among mid-node, old-node.",
@@ -156,6 +190,12 @@ def test_cli_junit_report_one_case_per_vm(tmp_path: Path) -> None:
     assert "mid-node:" in text and "    missing avx512f" in text
     assert "        <- needed by /usr/sbin/asterisk (2 instructions in 1 function)" in text
     assert cases["db01"].find("failure") is None
+    app01 = cases["app01"].find("failure")
+    assert app01 is not None and app01.get("message") == (
+        "no safe target for app01 (live move): stranded by configuration; a <cpu> of model Westmere-IBRS "
+        "(cpuguard advise app01) opens mid-node, old-node from its next cold boot"
+    )
+    assert "      <model fallback='forbid'>Westmere-IBRS</model>" in (app01.text or "").splitlines()
 
 
 def test_cli_reports_by_suffix(tmp_path: Path) -> None:
@@ -188,13 +228,20 @@ def test_cli_hypothetical_target_and_cold() -> None:
     cold = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(EXAMPLE_POLICIES), "--cold")
     assert cold.returncode == 1
     lines = cold.stdout.splitlines()
-    assert lines[:6] == [
-        "Evacuating new-node (cold moves) to mid-node, old-node: 2 VMs, 1 stranded",
+    assert lines[:13] == [
+        "Evacuating new-node (cold moves) to mid-node, old-node: 3 VMs, 1 stranded",
         "  no safe target: pbx01",
+        "  stranded by the workload: pbx01",
         "",
         "STRANDED  pbx01: no host can take it (cold)",
+        "  stranded by the workload: no target offers what its software needs",
+        "      needs avx512bw",
+        "          <- needed by /usr/sbin/asterisk (6 instructions in 2 functions)",
+        "      needs avx512f",
+        "          <- needed by /usr/sbin/asterisk (2 instructions in 1 function)",
+        "      needs avx512vl",
+        "          <- needed by /usr/sbin/asterisk (8 instructions in 2 functions)",
         "  mid-node: lacks 3 features",
-        "      missing avx512bw",
     ]
     assert "the running guest sees it now" not in cold.stdout  # a restart does not carry the running CPU
     assert "OK        db01: mid-node (cold)" in lines

@@ -47,7 +47,7 @@ def test_plan_evacuate_to_this_machine() -> None:
     assert result.stderr == ""
     data = json.loads(result.stdout)
     assert data["targets"] == ["local"] and data["complete"] is True
-    assert sorted(v["vm"] for v in data["vms"]) == ["db01", "pbx01"]
+    assert sorted(v["vm"] for v in data["vms"]) == ["app01", "db01", "pbx01"]
     for vm in data["vms"]:
         assert [c["host"] for c in vm["candidates"]] == ["local"]
         assert vm["candidates"][0]["live"]["host_source"].startswith(LOCAL_SOURCES)

@@ -39,9 +39,9 @@ def test_matrix_report_renders_with_colours_and_reasons(tmp_path: Path) -> None:
     html = page.read_text(encoding="utf-8")
     assert "<script" not in html and "http" not in html.split("<body>")[1]  # self-contained
     dom = DomIndex(dump_dom(page))
-    assert "1 of 4 VMs have no host to move to live: pbx01" in dom.find("p", id="summary")[0].text
+    assert "2 of 5 VMs have no host to move to live: app01, pbx01" in dom.find("p", id="summary")[0].text
     cells = {(c.attrs["data-vm"], c.attrs["data-host"]): c for c in dom.find("td") if "data-vm" in c.attrs}
-    assert len(cells) == 16
+    assert len(cells) == 20
     mid = cells[("pbx01", "mid-node")]
     # the Asterisk build's AVX-512 rules out mid-node even after a shutdown
     assert mid.attrs["class"] == "no" and mid.attrs["data-live"] == "no" and mid.attrs["data-cold"] == "no"
@@ -66,7 +66,7 @@ def test_evacuation_report_renders(tmp_path: Path) -> None:
     page = _report(tmp_path, "plan", "evacuate", "new-node")
     dom = DomIndex(dump_dom(page))
     assert dom.find("h1")[0].text == "Evacuating new-node"
-    assert "1 of 2 VMs have no safe target: pbx01" in dom.find("p", id="summary")[0].text
+    assert "2 of 3 VMs have no safe target: app01, pbx01" in dom.find("p", id="summary")[0].text
     heading = dom.find("h2", data_vm="pbx01")[0]
     assert heading.attrs["data-stranded"] == "true"
     rows = dom.find("tr", data_vm="pbx01")

@@ -12,20 +12,22 @@ def test_evacuation_markdown() -> None:
     assert lines[:6] == [
         "## Evacuating `new-node` (live moves)",
         "",
-        "**1 of 2 VMs have no safe target:** `pbx01`",
+        "**2 of 3 VMs have no safe target:** `app01`, `pbx01`",
         "",
         "| VM | Safe targets | Cold move only | Why not |",
         "| --- | --- | --- | --- |",
     ]
-    assert lines[6].startswith("| `pbx01` | **none** | - | mid-node: missing 3dnowprefetch, adx, avx512bw,")
-    assert "<br>old-node: missing " in lines[6]
-    assert lines[7].startswith("| `db01` | mid-node | - | old-node: missing abm, avx,")
+    assert lines[6].startswith("| `app01` | **none** | mid-node, old-node | mid-node: missing 3dnowprefetch, adx,")
+    assert lines[7].startswith("| `pbx01` | **none** | - | mid-node: missing 3dnowprefetch, adx, avx512bw,")
+    assert "<br>old-node: missing " in lines[7]
+    assert lines[8].startswith("| `db01` | mid-node | - | old-node: missing abm, avx,")
 
 
 def test_matrix_markdown() -> None:
     result = run_cpuguard("plan", "matrix", "--policies", str(EXAMPLE_POLICIES), "--format", "markdown")
     lines = result.stdout.splitlines()
-    assert "**No host to move to live:** `pbx01`" in lines
+    assert "**No host to move to live:** `app01`, `pbx01`" in lines
+    assert "| `app01` | cold | here | cold |" in lines  # pinned live by host-passthrough alone
     assert "| `pbx01` | **no** | here | **no** |" in lines  # neither live nor after a shutdown
     assert "| `ci01` | ok | ok | here |" in lines
 

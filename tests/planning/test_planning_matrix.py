@@ -50,11 +50,12 @@ def test_bitset_matrix_agrees_with_decide(seed: int, knowledge: Knowledge) -> No
 
 def test_example_matrix_cli() -> None:
     result = run_cpuguard("plan", "matrix", "--policies", str(EXAMPLE_POLICIES))
-    assert result.returncode == 1  # pbx01 has no host to move to live
+    assert result.returncode == 1  # pbx01 and app01 have no host to move to live
     lines = result.stdout.splitlines()
-    assert lines[0] == "VM x host matrix: 4 VMs, 3 hosts, 1 with no host to move to live"
-    assert lines[2:7] == [
+    assert lines[0] == "VM x host matrix: 5 VMs, 3 hosts, 2 with no host to move to live"
+    assert lines[2:8] == [
         "       mid-node  new-node  old-node",
+        "app01  cold      (here)    cold",
         "ci01   ok        ok        (here)",
         "db01   ok        (here)    no",
         "pbx01  no        (here)    no",
@@ -66,7 +67,7 @@ def test_example_matrix_cli() -> None:
 def test_example_matrix_json_by_classes() -> None:
     result = run_cpuguard("plan", "matrix", "--policies", str(EXAMPLE_POLICIES), "--format", "json")
     data = json.loads(result.stdout)
-    assert data["kind"] == "matrix" and data["stranded"] == ["pbx01"]
+    assert data["kind"] == "matrix" and data["stranded"] == ["app01", "pbx01"]
     hosts = {h["name"]: h for h in data["hosts"]}
     classes = {c["id"]: c for c in data["need_classes"]}
     pbx01 = next(v for v in data["vms"] if v["name"] == "pbx01")

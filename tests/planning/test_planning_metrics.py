@@ -49,11 +49,14 @@ def test_example_fleet_metrics(tmp_path: Path) -> None:
     assert samples['cpuguard_vm_targets{vm="pbx01",move="cold"}'] == 0
     assert samples['cpuguard_vm_targets{vm="db01",move="cold"}'] == 1
     assert samples['cpuguard_vm_targets{vm="ci01",move="live"}'] == 2
+    # app01 is pinned live by its host-passthrough CPU only: a restart could go anywhere
+    assert samples['cpuguard_vm_targets{vm="app01",move="live"}'] == 0
+    assert samples['cpuguard_vm_targets{vm="app01",move="cold"}'] == 2
     info = dict(families["cpuguard_vm_info"])
     assert info['cpuguard_vm_info{vm="pbx01",host="new-node",mode="enforce"}'] == 1
     assert info['cpuguard_vm_info{vm="ci01",host="old-node",mode="enforce"}'] == 1
     assert len(info) == len(samples) / 2 and set(info.values()) == {1}
-    assert families["cpuguard_vms_stranded"] == [("cpuguard_vms_stranded", 1.0)]
+    assert families["cpuguard_vms_stranded"] == [("cpuguard_vms_stranded", 2.0)]
     assert dict(families["cpuguard_host_level"]) == {
         'cpuguard_host_level{host="mid-node"}': 3,
         'cpuguard_host_level{host="new-node"}': 4,

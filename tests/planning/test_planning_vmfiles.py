@@ -17,7 +17,7 @@ from tests.planning.fleetfiles import copy_example
 
 def test_example_policies_read_as_the_core_reads_them(knowledge: Knowledge) -> None:
     found = policy_files(EXAMPLE_POLICIES)
-    assert sorted(found) == ["db01", "pbx01", "web01"]
+    assert sorted(found) == ["app01", "db01", "pbx01", "web01"]
     for vm, path in found.items():
         ours = read_policy(path, vm, knowledge)
         assert ours == find_policy(EXAMPLE_POLICIES, vm, knowledge) == core_read_policy(path, knowledge, vm=vm)

@@ -1,0 +1,81 @@
+"""``cpuguard advise``: thin -- load the fleet, call the pure advice, render, return the exit code.
+
+Exit codes: 0 advice given; 1 a VM's CPU definition does not give its workload a feature it
+needs; 2 bad input, or an item of the fleet could not be read (the advice covers the rest).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import click
+
+from cpuguard.errors import BadInput, UnknownName
+
+ADVICE_FORMATS = ("text", "json")
+
+
+@click.command("advise")
+@click.argument("vms", nargs=-1, metavar="VM...")
+@click.option("--all", "every", is_flag=True, help="Advise every VM of the inventory.")
+@click.option("--format", "fmt", type=click.Choice(ADVICE_FORMATS), default="text", show_default=True)
+@click.option(
+    "--policies",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Policies directory (inventory.yaml, vms/). Default as for cpuguard check.",
+)
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Inventory file, or a directory holding inventory.yaml. Default: POLICIES/inventory.yaml.",
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+    help="Seconds to wait for each host given as a libvirt URI.",
+)  # fmt: skip
+def advise_cmd(
+    vms: tuple[str, ...], every: bool, fmt: str, policies: Path | None, inventory: Path | None, timeout: float
+) -> None:
+    """The most portable guest CPU definition each VM's workload allows, and the hosts it opens.
+
+    For each VM: its current CPU configuration and the hosts it reaches now (live, cold),
+    what its workload needs and where each need comes from, and the <cpu> element to paste
+    into its domain definition (it takes effect at the next cold boot).
+    """
+    from cpuguard.advice.advise import advise
+    from cpuguard.advice.records import Standing
+    from cpuguard.fleet import find_policies_dir
+    from cpuguard.knowledge import load_knowledge
+    from cpuguard.planning.load import load_fleet
+
+    if every == bool(vms):
+        raise click.UsageError("give VM names or --all, not both and not neither")
+    knowledge = load_knowledge()
+    fleet = load_fleet(find_policies_dir(policies), knowledge, inventory=inventory, timeout=timeout)
+    unreadable = {p.name for p in fleet.problems if p.kind == "vm"}
+    for name in vms:
+        if name not in fleet.vms and name not in unreadable:
+            close = difflib.get_close_matches(name, list(fleet.vm_hosts), n=3)
+            raise UnknownName(fleet.inventory, "VM", name, close)
+    names = sorted(fleet.vms) if every else list(dict.fromkeys(n for n in vms if n in fleet.vms))
+    problems = [p for p in fleet.problems if every or p.kind != "vm" or p.name in vms]
+    if not names and not problems:
+        raise BadInput(fleet.inventory, "the inventory lists no VM that could be read")
+    advices = [advise(fleet.vms[name], fleet.hosts, knowledge) for name in names]
+    if fmt == "json":
+        from cpuguard.render.advice_json import render_advice_json
+
+        click.echo(render_advice_json(advices, problems), nl=False)
+    else:
+        from cpuguard.render.advice_text import render_advice_text
+
+        click.echo(render_advice_text(advices, problems), nl=False)
+    if problems:
+        raise SystemExit(2)
+    raise SystemExit(1 if any(a.standing is Standing.NOT_GIVEN for a in advices) else 0)
+
+
+COMMANDS: list[click.Command] = [advise_cmd]
