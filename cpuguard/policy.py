@@ -10,6 +10,11 @@ docs/policy.md)::
       features: [avx2, bmi2]
       model: Haswell-noTSX # optional: every feature of a libvirt model
     binaries: [...]        # written by `cpuguard scan --merge-into`
+    rehearse:              # what `cpuguard rehearse` runs when no command is given
+      - argv: [/usr/sbin/asterisk, -c, -g, -q, -x, core stop now]
+        expect_status: 0   # optional (0)
+        timeout: 60        # optional, seconds (60)
+        files: [/usr/lib/asterisk/modules/codec_g722.so]   # optional: more guest files
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from cpuguard.errors import BadInput
 from cpuguard.guest.records import GuestNeeds
 from cpuguard.knowledge import Knowledge
 from cpuguard.levels import normalize_level
+from cpuguard.rehearse.records import RehearseEntry
 from cpuguard.scan.records import BinaryNeeds
 from cpuguard.schema import validate
 
@@ -48,6 +54,7 @@ class VmPolicy:
     binaries: tuple[BinaryNeeds, ...] = ()
     description: str = ""
     guest: GuestNeeds | None = None  # a stored scan of the VM's disks (policies/guests/<vm>.json)
+    rehearse: tuple[RehearseEntry, ...] = ()  # commands for `cpuguard rehearse`
 
 
 def with_guest(policy: VmPolicy | None, vm: str, guest: GuestNeeds | None) -> VmPolicy | None:
@@ -88,6 +95,16 @@ def policy_from_data(raw: Any, where: Path | str, knowledge: Knowledge, *, vm: s
         model_features=model_features,
         binaries=tuple(binaries),
         description=raw.get("description", ""),
+        rehearse=tuple(
+            RehearseEntry(
+                tuple(entry["argv"]),
+                entry.get("expect_status", 0),
+                float(entry.get("timeout", 60.0)),
+                tuple(entry.get("files", ())),
+                entry.get("description", ""),
+            )
+            for entry in raw.get("rehearse", ())
+        ),
     )
 
 

@@ -1,7 +1,8 @@
 """``cpuguard rehearse VM host HOST --root DIR -- COMMAND...``: thin, like every command.
 
 Exit codes (an interface): 0 passed, 1 failed-cpu, 2 bad input, failed-other
-or cannot rehearse, 3 internal error.
+or cannot rehearse, 3 internal error. With several commands (a policy's
+``rehearse:`` entries) the worst counts: 1 if any failed on the CPU.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from pathlib import Path
 import click
 
 from cpuguard.errors import EXIT_BAD_INPUT, EXIT_BLOCKED, EXIT_OK, BadInput
-
-EXIT_CODES = {"passed": EXIT_OK, "failed-cpu": EXIT_BLOCKED}
 
 
 @click.command("rehearse", context_settings={"ignore_unknown_options": False})
@@ -41,37 +40,62 @@ def rehearse(
 ) -> None:
     """Run the guest's own COMMAND under an emulated copy of HOST's CPU, sandboxed.
 
-    VM names the guest in the answer; its files come from --root. HOST is an
-    inventory name or any host SOURCE (uarch:haswell, a snapshot file...).
+    VM names the guest; its files come from --root. HOST is an inventory name
+    or any host SOURCE (uarch:haswell, a snapshot file...). Without a COMMAND,
+    the rehearse: entries of VM's policy run, each with its own status and time.
     """
     from cpuguard.cli import _fleet
+    from cpuguard.rehearse.records import RehearseEntry
     from cpuguard.rehearse.run import rehearse_root
     from cpuguard.rehearse.sandbox import Limits
 
     head, command = _split(words)
-    rehearsal = rehearse_root(
-        root, command, _fleet(policies).host(head[2]), vm=head[0], expected_status=expect_status,
-        limits=Limits(seconds=timeout, memory_mib=memory), extra_files=files,
-    )  # fmt: skip
+    fleet = _fleet(policies)
+    facts = fleet.host(head[2])
+    if command:
+        entries = [RehearseEntry(tuple(command), expect_status, timeout, files)]
+    else:  # the commands the VM's policy lists
+        _, _, policy, _ = fleet.vm(head[0])
+        if policy is None or not policy.rehearse:
+            raise BadInput(
+                head[0], "nothing to run: give the command after --, or list rehearse: entries in its policy"
+            )
+        entries = list(policy.rehearse)
+    rehearsals = [
+        rehearse_root(
+            root,
+            entry.argv,
+            facts,
+            vm=head[0],
+            expected_status=entry.expect_status,
+            limits=Limits(seconds=entry.timeout, memory_mib=memory),
+            extra_files=entry.files,
+        )
+        for entry in entries
+    ]
     if fmt == "json":
         from cpuguard.render.jsonout import render_json
 
-        click.echo(render_json(rehearsal), nl=False)
+        click.echo(render_json(rehearsals[0] if command else rehearsals), nl=False)
     else:
         from cpuguard.render.rehearse_text import render_rehearsal_text
 
-        click.echo(render_rehearsal_text(rehearsal), nl=False)
-    raise SystemExit(EXIT_CODES.get(rehearsal.outcome.value, EXIT_BAD_INPUT))
+        click.echo("\n".join(render_rehearsal_text(r) for r in rehearsals), nl=False)
+    raise SystemExit(exit_code([r.outcome.value for r in rehearsals]))
+
+
+def exit_code(outcomes: list[str]) -> int:
+    """1 when any command failed on the CPU, else 2 when any did not pass, else 0."""
+    if "failed-cpu" in outcomes:
+        return EXIT_BLOCKED
+    return EXIT_OK if all(o == "passed" for o in outcomes) else EXIT_BAD_INPUT
 
 
 def _split(words: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """``VM host HOST`` and the command (click has already dropped the ``--``)."""
     if len(words) < 3 or words[1] != "host":
-        raise click.UsageError("expected: cpuguard rehearse VM host HOST --root DIR -- COMMAND [ARG...]")
-    command = list(words[3:])
-    if not command:
-        raise BadInput(None, "nothing to run: give the command after --")
-    return list(words[:3]), command
+        raise click.UsageError("expected: cpuguard rehearse VM host HOST --root DIR [-- COMMAND [ARG...]]")
+    return list(words[:3]), list(words[3:])
 
 
 COMMANDS = [rehearse]

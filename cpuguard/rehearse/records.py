@@ -14,6 +14,17 @@ class RehearsalOutcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class RehearseEntry:
+    """A command a VM's policy lists for rehearsals (``rehearse:`` entries)."""
+
+    argv: tuple[str, ...]
+    expect_status: int = 0
+    timeout: float = 60.0
+    files: tuple[str, ...] = ()  # more guest files to copy (modules loaded with dlopen)
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class EmulatedCpu:
     """The ``-cpu`` option that copies a host's features, and what it cannot copy."""
 
