@@ -131,7 +131,9 @@ def rehearse_root(
     limits = limits or sandbox.Limits()
     guest = GuestRoot(root)
     program = sysroot.find_program(guest, command[0])
-    found = sysroot.closure(guest, program, extra_files)
+    # arguments naming guest files (a script for its interpreter, a configuration file) come along
+    named = [arg for arg in command[1:] if arg.startswith("/") and guest.exists(arg)]
+    found = sysroot.closure(guest, program, [*extra_files, *named])
     cpu = target_cpu(facts, tools.qemu)
     host = facts.name or facts.source
     notes = []

@@ -53,8 +53,12 @@ def _open(root: GuestRoot, path: str) -> elf.ElfFile:
     host = root.host_path(path)
     if host is None:
         raise BadInput(path, "not a regular file in the guest's root")
+    data = host.read_bytes()
+    if data.startswith(b"#!"):
+        interpreter = data[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+        raise BadInput(path, f"a script ({interpreter}): name its interpreter first (-- {interpreter} {path})")
     try:
-        return elf.ElfFile(elf.BytesSource(host.read_bytes()))
+        return elf.ElfFile(elf.BytesSource(data))
     except elf.ElfError as exc:
         raise BadInput(path, str(exc)) from None
 

@@ -139,3 +139,43 @@ def test_fault_in_a_library(guest_root: Path, tools: None) -> None:
     fault = rehearse_root(guest_root, ["/opt/app/uselib", "1000"], _facts("uarch:westmere"), vm="app01").fault
     assert fault is not None
     assert (fault.object_path, fault.function, fault.missing) == ("/opt/app/lib/libkernels.so", "sum_scaled", ("avx",))
+
+
+def test_a_library_missing_from_the_root_cannot_be_rehearsed(guest_root: Path, tmp_path: Path, tools: None) -> None:
+    (tmp_path / "opt/app").mkdir(parents=True)
+    (tmp_path / "opt/app/haswell").write_bytes((guest_root / "opt/app/haswell").read_bytes())
+    done = run_cpuguard(
+        "rehearse", "app01", "host", "uarch:haswell", "--root", str(tmp_path), "--format", "json",
+        "--", "/opt/app/haswell",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    data = json.loads(done.stdout)
+    assert data["outcome"] == "cannot-rehearse"
+    assert data["reason"].startswith("not in the guest's root: ")
+    assert "libc.so.6 (needed by /opt/app/haswell)" in data["reason"]
+
+
+def test_not_a_program(guest_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "opt/app").mkdir(parents=True)
+    (tmp_path / "opt/app/run.sh").write_text("#!/bin/sh\nexit 0\n")
+    done = run_cpuguard("rehearse", "app01", "host", "uarch:haswell", "--root", str(tmp_path), "--", "/opt/app/run.sh")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "cpuguard: error: /opt/app/run.sh: a script (/bin/sh): name its interpreter first"
+        " (-- /bin/sh /opt/app/run.sh)\n"
+    )
+
+
+def test_a_script_runs_under_its_interpreter(guest_root: Path, tmp_path: Path, tools: None) -> None:
+    """Arguments naming guest files are copied along: here the script a copy of a guest program runs."""
+    import shutil
+
+    shutil.copytree(guest_root, tmp_path / "root", symlinks=True)
+    root = tmp_path / "root"
+    (root / "opt/app/run.sh").write_text("#!/opt/app/escape\n")
+    done = run_cpuguard(
+        "rehearse", "app01", "host", "uarch:haswell", "--root", str(root), "--format", "json",
+        "--", "/opt/app/escape", "shadow", "/opt/app/run.sh",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "/opt/app/run.sh" in json.loads(done.stdout)["files"]
