@@ -156,6 +156,7 @@ def rehearse_root(
 
     if found.missing:
         return answer(RehearsalOutcome.CANNOT_REHEARSE, f"not in the guest's root: {', '.join(found.missing[:5])}")
+    guest_env = {"LD_LIBRARY_PATH": found.library_path()} if found.library_path() else {}
     with tempfile.TemporaryDirectory(prefix="cpuguard-rehearse-", dir=work_dir) as temp:
         base = Path(temp)
         os.chmod(base, 0o755)  # noqa: S103 - nobody must reach the sysroot to mount it
@@ -169,7 +170,7 @@ def rehearse_root(
         out.mkdir()
         os.chmod(out, 0o777)  # noqa: S103 - the sandbox user writes QEMU's log here
         argv = sandbox.sandbox_argv(
-            str(tree), str(out), sandbox.qemu_args(cpu.option, [program, *command[1:]]), limits,
+            str(tree), str(out), sandbox.qemu_args(cpu.option, [program, *command[1:]], guest_env), limits,
             as_root=os.geteuid() == 0, bwrap=tools.bwrap, prlimit=tools.prlimit, setpriv=tools.setpriv,
         )  # fmt: skip
         code, timed_out, duration, stdout, stderr = _execute(argv, limits.seconds)

@@ -70,6 +70,9 @@ def sandbox_argv(
     return argv
 
 
-def qemu_args(cpu_option: str, command: list[str]) -> list[str]:
-    """qemu-user's arguments: the CPU, and a log of system calls, signals and the program's load address."""
-    return ["-cpu", cpu_option, "-strace", "-d", "page", "-D", QEMU_LOG, *command]
+def qemu_args(cpu_option: str, command: list[str], guest_env: dict[str, str] | None = None) -> list[str]:
+    """qemu-user's arguments: the CPU, a log of system calls, signals and the program's load
+    address, and ``guest_env`` set for the program only (``-E``: not for qemu's own loader)."""
+    settings = [f"{name}={value}" for name, value in sorted((guest_env or {}).items())]
+    env = [word for setting in settings for word in ("-E", setting)]
+    return ["-cpu", cpu_option, "-strace", "-d", "page", "-D", QEMU_LOG, *env, *command]

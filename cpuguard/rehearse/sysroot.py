@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpuguard.errors import BadInput
-from cpuguard.guest.ldpaths import resolve, search_dirs
+from cpuguard.guest.ldpaths import DEFAULT_DIRS, resolve, search_dirs
 from cpuguard.rehearse.guestroot import GuestRoot
 from cpuguard.scan import elf
 
@@ -38,6 +38,13 @@ class Closure:
     interpreter: str | None = None
     files: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # "NAME (needed by PATH)"
+    conf_dirs: list[str] = field(default_factory=list)  # the guest's ld.so.conf directories
+
+    def library_path(self) -> str:
+        """LD_LIBRARY_PATH for the guest's loader: its ld.so.conf directories that hold a copied
+        library (the sysroot has no ld.so.cache built for it; the guest's own may be missing or stale)."""
+        used = {posixpath.dirname(path) for path in self.files}
+        return ":".join(d for d in self.conf_dirs if d in used)
 
 
 def find_program(root: GuestRoot, name: str) -> str:
@@ -79,6 +86,7 @@ def closure(root: GuestRoot, program: str, extra: Sequence[str] = (), *, extras:
     image = _open(root, program)
     result.interpreter = interpreter_of(image)
     dirs = search_dirs(root.read_file, root.glob)
+    result.conf_dirs = [d for d in dirs if d not in DEFAULT_DIRS]
     queue = [program, *extra]
     if result.interpreter:
         queue.append(result.interpreter)

@@ -14,7 +14,7 @@ from cpuguard.rehearse.decide import decide
 from cpuguard.rehearse.guestroot import GuestRoot
 from cpuguard.rehearse.qemulog import Mapping, parse_log
 from cpuguard.rehearse.records import EmulatedCpu, Fault, RehearsalOutcome, RunStatus
-from cpuguard.rehearse.sandbox import Limits, sandbox_argv
+from cpuguard.rehearse.sandbox import Limits, qemu_args, sandbox_argv
 from cpuguard.rehearse.sysroot import closure
 
 # Lines of a real qemu-x86_64 7.2 log (-strace -d page -D FILE) of a -march=haswell
@@ -136,6 +136,8 @@ def test_sandbox_argv() -> None:
     assert argv[argv.index("--ro-bind") + 1 : argv.index("--ro-bind") + 3] == ["/x/sysroot", "/"]
     assert argv[-3:] == ["-cpu", "base", "/bin/true"]
     assert sandbox_argv("/s", "/o", [], Limits(), as_root=False)[0] == "prlimit"
+    # the guest's library path is the program's, not qemu's own loader's
+    assert qemu_args("base", ["/x"], {"LD_LIBRARY_PATH": "/opt/l"})[-3:] == ["-E", "LD_LIBRARY_PATH=/opt/l", "/x"]
 
 
 @pytest.mark.parametrize("spec", ["uarch:skylake_avx512"])
