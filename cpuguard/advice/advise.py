@@ -32,7 +32,7 @@ from cpuguard.levels import highest_level
 from cpuguard.planning.records import VmSpec, is_safe
 from cpuguard.records import Domain, GuestCpu, HostFacts, Missing, Move, Need, Origin, Requirements
 from cpuguard.requirements import build_requirements
-from cpuguard.verdict import decide, vm_level
+from cpuguard.verdict import arch_runs_on, decide, vm_level
 
 #: Origins of needs that come from the software, not from the guest's CPU definition.
 WORKLOAD_KINDS = frozenset({"policy", "level", "binary", "guest-os"})
@@ -187,6 +187,31 @@ def _requirements(
     vm: VmSpec, domain: Domain, move: Move, knowledge: Knowledge, current: HostFacts | None
 ) -> Requirements:
     return build_requirements(vm.name, domain, vm.policy, move, knowledge, source_host=current)
+
+
+def hosts_after(
+    vm: VmSpec, hosts: Mapping[str, HostFacts], knowledge: Knowledge, cache: dict[object, tuple[str, ...]] | None = None
+) -> tuple[str, ...] | None:
+    """The hosts the VM could cold-start on, and move among live, once it has booted with the advised
+    <cpu>: every host offering its workload's needs (what :func:`advise` finds as ``cold_after`` and
+    ``live_after``, by set arithmetic alone, for fleet-wide figures). None for a guest cpuguard gives
+    no advice (not x86). ``cache`` shares the answer between VMs with the same workload."""
+    current = hosts.get(vm.host) if vm.host else None
+    cold = build_requirements(vm.name, vm.domain, vm.policy, Move.COLD, knowledge, source_host=current)
+    if cold.arch not in X86_ARCHES:
+        return None
+    workload = frozenset(n.feature for n in cold.needs if n.origin.kind in WORKLOAD_KINDS)
+    key = (cold.arch, workload)
+    if cache is not None and key in cache:
+        return cache[key]
+    found = tuple(
+        name
+        for name in sorted(hosts)
+        if workload <= hosts[name].flags and (not hosts[name].arch or arch_runs_on(cold.arch, hosts[name].arch))
+    )
+    if cache is not None:
+        cache[key] = found
+    return found
 
 
 def describe_current(advice: Advice) -> str:

@@ -7,13 +7,22 @@ needs; 2 bad input, or an item of the fleet could not be read (the advice covers
 from __future__ import annotations
 
 import difflib
+import importlib
 from pathlib import Path
 
 import click
 
 from cpuguard.errors import BadInput, UnknownName
 
-ADVICE_FORMATS = ("text", "json")
+ADVICE_FORMATS = ("text", "json", "markdown", "html")
+
+#: format -> "module:function" of the renderer in cpuguard.render; imported only when used.
+RENDERERS = {
+    "text": "advice_text:render_advice_text",
+    "json": "advice_json:render_advice_json",
+    "markdown": "advice_markdown:render_advice_markdown",
+    "html": "advice_html:render_advice_html",
+}
 
 
 @click.command("advise")
@@ -65,14 +74,9 @@ def advise_cmd(
     if not names and not problems:
         raise BadInput(fleet.inventory, "the inventory lists no VM that could be read")
     advices = [advise(fleet.vms[name], fleet.hosts, knowledge) for name in names]
-    if fmt == "json":
-        from cpuguard.render.advice_json import render_advice_json
-
-        click.echo(render_advice_json(advices, problems), nl=False)
-    else:
-        from cpuguard.render.advice_text import render_advice_text
-
-        click.echo(render_advice_text(advices, problems), nl=False)
+    module, _, function = RENDERERS[fmt].partition(":")
+    render = getattr(importlib.import_module(f"cpuguard.render.{module}"), function)
+    click.echo(render(advices, problems), nl=False)
     if problems:
         raise SystemExit(2)
     raise SystemExit(1 if any(a.standing is Standing.NOT_GIVEN for a in advices) else 0)

@@ -332,6 +332,7 @@ def metrics_cmd(output: Path | None, policies: Path | None, inventory: Path | No
     """
     from datetime import UTC, datetime
 
+    from cpuguard.advice.advise import hosts_after
     from cpuguard.hosts.snapshot import write_atomically
     from cpuguard.knowledge import load_knowledge
     from cpuguard.planning.load import facts_dates
@@ -344,7 +345,10 @@ def metrics_cmd(output: Path | None, policies: Path | None, inventory: Path | No
     scanned = {
         name: vm.policy.guest.scanned_at for name, vm in fleet.vms.items() if vm.policy and vm.policy.guest
     }
-    figures = fleet_figures(matrix, list(fleet.host_entries), facts_dates(fleet), datetime.now(UTC), scanned)
+    knowledge = load_knowledge()
+    cache: dict[object, tuple[str, ...]] = {}
+    after = {name: hosts_after(vm, fleet.hosts, knowledge, cache) for name, vm in fleet.vms.items()}
+    figures = fleet_figures(matrix, list(fleet.host_entries), facts_dates(fleet), datetime.now(UTC), scanned, after)
     text = render_metrics(figures)
     if output is None:
         click.echo(text, nl=False)

@@ -24,6 +24,7 @@ class VmFigures:
     live_targets: int
     cold_targets: int
     mode: str
+    targets_after: int | None = None  # other hosts once booted with the advised <cpu> (cpuguard advise)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class FleetFigures:
         return sum(1 for v in self.vms if v.live_targets == 0)
 
 
+def _others(hosts: tuple[str, ...] | None, current: str | None) -> int | None:
+    return None if hosts is None else sum(1 for h in hosts if h != current)
+
+
 def level_number(level: str | None) -> int:
     return LEVEL_NAMES.index(level) + 1 if level in LEVEL_NAMES else 0
 
@@ -57,10 +62,12 @@ def fleet_figures(
     captured: Mapping[str, datetime | None],
     now: datetime,
     guest_scanned: Mapping[str, datetime] | None = None,
+    after: Mapping[str, tuple[str, ...] | None] | None = None,
 ) -> FleetFigures:
     """``host_names``: every inventory host, readable or not; ``captured``: when each
     readable host's facts were taken (snapshot date, else the file's modification time);
-    ``guest_scanned``: when each VM's stored guest scan was made."""
+    ``guest_scanned``: when each VM's stored guest scan was made; ``after``: the hosts each VM could
+    reach once booted with the advised <cpu> (``advice.advise.hosts_after``)."""
     levels = {name: matrix.host_classes[matrix.host_class[i]].level for i, name in enumerate(matrix.hosts)}
     hosts = []
     for name in sorted(host_names):
@@ -73,6 +80,10 @@ def fleet_figures(
                 age_seconds=max(0.0, (now - when).total_seconds()) if when else None,
             )
         )
-    vms = tuple(VmFigures(v.name, v.host or "", v.live_targets, v.cold_targets, v.mode) for v in matrix.vms)
+    reach = after or {}
+    vms = tuple(
+        VmFigures(v.name, v.host or "", v.live_targets, v.cold_targets, v.mode, _others(reach.get(v.name), v.host))
+        for v in matrix.vms
+    )
     ages = tuple((vm, max(0.0, (now - when).total_seconds())) for vm, when in sorted((guest_scanned or {}).items()))
     return FleetFigures(vms, tuple(hosts), matrix.problems, now, ages)

@@ -144,6 +144,12 @@ class EvacuationPlan:
         return tuple(v for v in self.stranded if v.stranded_by == cause)
 
     @property
+    def evacuable_after_reconfiguration(self) -> bool:
+        """Some VM is stranded, and every stranded one only by its configuration: once each has
+        booted with its advised <cpu>, the host can be emptied."""
+        return bool(self.stranded) and all(v.stranded_by == "configuration" for v in self.stranded)
+
+    @property
     def complete(self) -> bool:
         return not self.problems
 

@@ -98,14 +98,14 @@ def render_advice(advice: Advice) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _summary(advices: Sequence[Advice]) -> str:
+def summary(advices: Sequence[Advice]) -> str:
     counts = {standing: sum(1 for a in advices if a.standing is standing) for standing in Standing}
     parts = [f"{counts[s]} {s.value}" for s in Standing if counts[s]]
     return f"Advice for {len(advices)} VM{'s' if len(advices) != 1 else ''}: {', '.join(parts) or 'nothing'}"
 
 
 def render_advice_text(advices: Sequence[Advice], problems: Sequence[Problem] = ()) -> str:
-    blocks = [_summary(advices) + "\n"] + [render_advice(a) for a in advices]
+    blocks = [summary(advices) + "\n"] + [render_advice(a) for a in advices]
     if problems:
         lines = [f"INCOMPLETE: {len(problems)} item{'s' if len(problems) != 1 else ''} could not be read:"]
         lines.extend(f"  {p.describe()}" for p in problems)

@@ -13,6 +13,7 @@ from html import escape
 from cpuguard.planning.matrix import Matrix, MatrixVm
 from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, ReportMeta, VmPlan, is_safe
 from cpuguard.records import Move, Verdict
+from cpuguard.render.advice_text import advised_cpu_xml
 from cpuguard.render.plan_text import baseline_xml
 from cpuguard.render.verdict_text import by_origin
 
@@ -84,6 +85,23 @@ def _reasons(verdict: Verdict) -> str:
     return "".join(parts)
 
 
+def _cause(vm: VmPlan) -> list[str]:
+    """Stranded by configuration (with the advised <cpu>) or by the workload (what no target offers)."""
+    if vm.stranded_by == "configuration" and vm.advised is not None:
+        return [
+            f'<p class="cause" data-cause="configuration">Stranded by configuration: with the advised '
+            f"&lt;cpu&gt; it could go to {_e(', '.join(vm.advised_targets))} from its next cold boot.</p>",
+            f'<pre class="cpu">{_e(advised_cpu_xml(vm.advised))}</pre>',
+        ]
+    if vm.stranded_by == "workload":
+        needs = "; ".join(f"{', '.join(f)} ({o.detail})" for o, f in by_origin(vm.workload_missing))
+        return [
+            '<p class="cause" data-cause="workload">Stranded by the workload: no target offers what its '
+            f"software needs: {_e(needs)}.</p>"
+        ]
+    return []
+
+
 def _vm_table(vm: VmPlan) -> list[str]:
     status = "stranded: no safe target" if vm.stranded else f"safe targets: {', '.join(vm.safe)}"
     lines = [
@@ -94,6 +112,7 @@ def _vm_table(vm: VmPlan) -> list[str]:
         lines.append(f"<p>After a shutdown (cold move) it could start on: {_e(', '.join(vm.cold_only))}.</p>")
     elif vm.stranded and vm.move is Move.LIVE:
         lines.append("<p>After a shutdown (cold move) no target could start it either.</p>")
+    lines.extend(_cause(vm))
     lines.append("<table><tr><th>Target</th><th>Live move</th><th>Cold move</th><th>Why not</th></tr>")
     for candidate in vm.candidates:
         live, cold = is_safe(candidate.live), is_safe(candidate.cold)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from cpuguard.planning.matrix import Matrix
 from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, ReportMeta, is_safe
 from cpuguard.records import Move
+from cpuguard.render.advice_text import advised_cpu_xml
 from cpuguard.render.plan_text import GRID_MAX_HOSTS, baseline_xml
+from cpuguard.render.verdict_text import by_origin
 
 
 def _cell(text: str) -> str:
@@ -52,8 +54,26 @@ def render_evacuation_markdown(plan: EvacuationPlan, meta: ReportMeta | None = N
             f"| `{_cell(vm.vm)}` | {_cell(safe)} | {_cell(', '.join(vm.cold_only) or '-')} "
             f"| {'<br>'.join(_cell(r) for r in reasons) or '-'} |"
         )
-    lines += _problems(plan.problems) + _meta(meta)
+    lines += _causes(plan) + _problems(plan.problems) + _meta(meta)
     return "\n".join(lines) + "\n"
+
+
+def _causes(plan: EvacuationPlan) -> list[str]:
+    """Stranded by configuration (with the <cpu> that frees each VM) and by the workload (what it lacks)."""
+    lines: list[str] = []
+    configuration = [(v, v.advised) for v in plan.stranded_by("configuration") if v.advised is not None]
+    if configuration:
+        lines += ["", "### Stranded by configuration: a new `<cpu>` frees them at their next cold boot"]
+        for vm, advised in configuration:
+            lines += ["", f"`{_cell(vm.vm)}` could then go to {_cell(', '.join(vm.advised_targets))}:", ""]
+            lines += ["```xml", *advised_cpu_xml(advised).splitlines(), "```"]
+    workload = plan.stranded_by("workload")
+    if workload:
+        lines += ["", "### Stranded by the workload: no target offers what its software needs", ""]
+        for vm in workload:
+            needs = "; ".join(f"{', '.join(f)} ({o.detail})" for o, f in by_origin(vm.workload_missing))
+            lines.append(f"- `{_cell(vm.vm)}`: {_cell(needs) or 'see the table'}")
+    return lines
 
 
 def render_matrix_markdown(matrix: Matrix, meta: ReportMeta | None = None) -> str:

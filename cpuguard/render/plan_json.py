@@ -40,6 +40,7 @@ def evacuation_data(plan: EvacuationPlan) -> dict[str, Any]:
         "stranded": [v.vm for v in plan.stranded],
         "stranded_by_configuration": [v.vm for v in plan.stranded_by("configuration")],
         "stranded_by_workload": [v.vm for v in plan.stranded_by("workload")],
+        "evacuable_after_reconfiguration": plan.evacuable_after_reconfiguration,
         "vms": [
             {
                 "vm": vm.vm,

@@ -39,6 +39,12 @@ def render_metrics(figures: FleetFigures) -> str:
         ],
     )
     family(
+        "cpuguard_vm_targets_advised",
+        "Other hosts that could take the VM, live or cold, once it has booted with the CPU definition "
+        "cpuguard advise gives it (the gain over cpuguard_vm_targets is what its CPU configuration costs).",
+        [({"vm": v.vm}, v.targets_after) for v in figures.vms if v.targets_after is not None],
+    )
+    family(
         "cpuguard_vm_info",
         "Always 1: where the VM runs (inventory) and its policy mode; join on vm.",
         [({"vm": v.vm, "host": v.host, "mode": v.mode}, 1) for v in figures.vms],

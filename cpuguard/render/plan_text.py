@@ -101,6 +101,8 @@ def render_evacuation_text(plan: EvacuationPlan) -> str:
         lines.append(f"  stranded by configuration (a new <cpu> frees it): {', '.join(v.vm for v in configuration)}")
     if workload:
         lines.append(f"  stranded by the workload: {', '.join(v.vm for v in workload)}")
+    if plan.evacuable_after_reconfiguration:
+        lines.append(f"  {plan.host} can be emptied once these VMs have booted with the advised <cpu>")
     for vm in plan.vms:
         lines.append("")
         lines.extend(_vm_section(vm))

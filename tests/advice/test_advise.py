@@ -188,3 +188,28 @@ def test_readme_shows_what_advise_prints() -> None:
     block = readme.split("$ cpuguard advise app01\n", 1)[1].split("```", 1)[0]
     result = run_cpuguard("advise", "app01", cwd=EXAMPLE_POLICIES.parent)  # ./policies, as a user at the top
     assert result.stdout == block
+
+
+def test_markdown_and_html() -> None:
+    markdown = run_cpuguard("advise", "--all", "--policies", str(EXAMPLE_POLICIES), "--format", "markdown")
+    assert markdown.returncode == 0, markdown.stderr
+    lines = markdown.stdout.splitlines()
+    assert lines[0] == "## Advice for 5 VMs: 1 stranded by the workload, 1 pinned by configuration, 3 free"
+    assert (
+        "| `app01` | new-node | host-passthrough | **pinned by configuration** | new-node "
+        "| mid-node, new-node, old-node | mid-node, new-node, old-node | mid-node, new-node, old-node |"
+    ) in lines
+    start = lines.index("### `app01`: pinned by configuration")
+    xml = lines.index("```xml", start)
+    assert lines[xml + 1 : xml + 4] == [
+        "<cpu mode='custom' match='exact' check='partial'>",
+        "  <model fallback='forbid'>Westmere-IBRS</model>",
+        "</cpu>",
+    ]
+    assert "- mid-node cannot run it: avx512bw, avx512f, avx512vl" in lines
+    page = run_cpuguard("advise", "app01", "pbx01", "--policies", str(EXAMPLE_POLICIES), "--format", "html")
+    assert page.returncode == 0 and page.stdout.startswith("<!DOCTYPE html>")
+    assert '<h2 id="vm-app01" data-vm="app01" data-standing="pinned by configuration">' in page.stdout
+    assert '<h2 id="vm-pbx01" data-vm="pbx01" data-standing="stranded by the workload">' in page.stdout
+    assert "&lt;model fallback=&#x27;forbid&#x27;&gt;Westmere-IBRS&lt;/model&gt;" in page.stdout
+    assert "<script" not in page.stdout

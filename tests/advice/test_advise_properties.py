@@ -11,7 +11,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cpuguard.advice.advise import advise
+from cpuguard.advice.advise import advise, hosts_after
 from cpuguard.domain import parse_domain
 from cpuguard.knowledge import Knowledge, load_knowledge
 from cpuguard.planning.records import VmSpec, is_safe
@@ -39,6 +39,8 @@ def test_advice_over_random_fleets(rng: random.Random, host_count: int) -> None:
     for vm in random_vms(rng, knowledge, hosts, 6):
         advice = advise(vm, hosts, knowledge)
         workload = frozenset(m.feature for m in advice.needs)
+        # the figures `cpuguard metrics` gives agree with the advice
+        assert hosts_after(vm, hosts, knowledge) in (advice.cold_after, None)
         if advice.advised is None:
             assert advice.cold_after == advice.live_after == ()
             continue

@@ -88,6 +88,25 @@ def test_cold_rule_with_a_skylake_server_target(fleet: PlanFleet, knowledge: Kno
     assert cold.stranded == ()
 
 
+def test_a_host_held_only_by_configuration_can_be_emptied(fleet: PlanFleet, knowledge: Knowledge) -> None:
+    from cpuguard.render.plan_json import evacuation_data
+    from cpuguard.render.plan_text import render_evacuation_text
+
+    app01 = [fleet.vms["app01"]]
+    plan = evacuate("new-node", app01, fleet.hosts, knowledge)
+    assert [v.vm for v in plan.stranded_by("configuration")] == ["app01"] and plan.evacuable_after_reconfiguration
+    assert render_evacuation_text(plan).splitlines()[:4] == [
+        "Evacuating new-node (live moves) to mid-node, old-node: 1 VM, 1 stranded",
+        "  no safe target: app01",
+        "  stranded by configuration (a new <cpu> frees it): app01",
+        "  new-node can be emptied once these VMs have booted with the advised <cpu>",
+    ]
+    assert evacuation_data(plan)["evacuable_after_reconfiguration"] is True
+    both = evacuate("new-node", [*app01, fleet.vms["pbx01"]], fleet.hosts, knowledge)
+    assert not both.evacuable_after_reconfiguration  # pbx01's binary keeps new-node in service
+    assert evacuation_data(both)["evacuable_after_reconfiguration"] is False
+
+
 def test_exit_codes() -> None:
     assert exit_code(stranded=False, complete=True) == 0
     assert exit_code(stranded=True, complete=True) == 1

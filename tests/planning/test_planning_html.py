@@ -78,6 +78,15 @@ def test_evacuation_report_renders(tmp_path: Path) -> None:
     assert "the running guest sees it now (host-passthrough on new-node)" in rows[0].text
     assert "needed by /usr/sbin/asterisk (2 instructions in 1 function)" in rows[0].text
     assert dom.find("h2", data_vm="db01")[0].attrs["data-stranded"] == "false"
+    causes = {p.attrs["data-cause"]: p.text for p in dom.find("p") if "data-cause" in p.attrs}
+    assert causes["configuration"] == (
+        "Stranded by configuration: with the advised <cpu> it could go to mid-node, old-node from its next cold boot."
+    )
+    assert causes["workload"].startswith(
+        "Stranded by the workload: no target offers what its software needs: "
+        "avx512bw (needed by /usr/sbin/asterisk (6 instructions in 2 functions));"
+    )
+    assert "<model fallback='forbid'>Westmere-IBRS</model>" in dom.find("pre")[0].text
     png = screenshot(page, tmp_path / "evacuate.png")
     assert colour_count(png, RED) > 1000
 

@@ -21,6 +21,21 @@ def test_evacuation_markdown() -> None:
     assert lines[7].startswith("| `pbx01` | **none** | - | mid-node: missing 3dnowprefetch, adx, avx512bw,")
     assert "<br>old-node: missing " in lines[7]
     assert lines[8].startswith("| `db01` | mid-node | - | old-node: missing abm, avx,")
+    start = lines.index("### Stranded by configuration: a new `<cpu>` frees them at their next cold boot")
+    assert lines[start + 1 : start + 9] == [
+        "",
+        "`app01` could then go to mid-node, old-node:",
+        "",
+        "```xml",
+        "<cpu mode='custom' match='exact' check='partial'>",
+        "  <model fallback='forbid'>Westmere-IBRS</model>",
+        "</cpu>",
+        "```",
+    ]
+    start = lines.index("### Stranded by the workload: no target offers what its software needs")
+    assert lines[start + 2].startswith(
+        "- `pbx01`: avx512bw (needed by /usr/sbin/asterisk (6 instructions in 2 functions)); avx512f ("
+    )
 
 
 def test_matrix_markdown() -> None:

@@ -52,6 +52,11 @@ def test_example_fleet_metrics(tmp_path: Path) -> None:
     # app01 is pinned live by its host-passthrough CPU only: a restart could go anywhere
     assert samples['cpuguard_vm_targets{vm="app01",move="live"}'] == 0
     assert samples['cpuguard_vm_targets{vm="app01",move="cold"}'] == 2
+    # with the <cpu> cpuguard advise gives, app01 could move live to both; pbx01's binary keeps it
+    advised = dict(families["cpuguard_vm_targets_advised"])
+    assert advised['cpuguard_vm_targets_advised{vm="app01"}'] == 2
+    assert advised['cpuguard_vm_targets_advised{vm="pbx01"}'] == 0
+    assert advised['cpuguard_vm_targets_advised{vm="db01"}'] == 1
     info = dict(families["cpuguard_vm_info"])
     assert info['cpuguard_vm_info{vm="pbx01",host="new-node",mode="enforce"}'] == 1
     assert info['cpuguard_vm_info{vm="ci01",host="old-node",mode="enforce"}'] == 1
