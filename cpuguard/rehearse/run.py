@@ -175,6 +175,9 @@ def rehearse_root(
         )  # fmt: skip
         code, timed_out, duration, stdout, stderr = _execute(argv, limits.seconds)
         log_path = out / "qemu.log"
+        if not log_path.exists() and not timed_out:  # QEMU never started: the sandbox could not be made
+            said = next((line for line in _tail(stderr).splitlines() if line.strip()), f"exit status {code}")
+            return answer(RehearsalOutcome.CANNOT_REHEARSE, f"the sandbox did not start: {said}")
         with open(log_path, encoding="utf-8", errors="replace") if log_path.exists() else open(os.devnull) as log:
             parsed = parse_log(log)
         last = parsed.signals[-1][0] if parsed.signals else None

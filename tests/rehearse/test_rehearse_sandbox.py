@@ -4,9 +4,12 @@ sandbox, reach the network or outlive its time limit (issue 11, "Isolation")."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,21 @@ def test_leaves_no_process_behind(guest_root: Path, haswell: HostFacts) -> None:
     assert rehearsal.outcome is RehearsalOutcome.PASSED, rehearsal.reason
     time.sleep(0.5)
     assert not _running(f"linger\0{token}")
+
+
+def test_a_sandbox_that_cannot_start_proves_nothing(guest_root: Path, haswell: HostFacts) -> None:
+    """bwrap refusing (no user namespaces, say) is cannot-rehearse, never the program's failure."""
+    from cpuguard.rehearse.run import find_tools
+
+    place = Path(tempfile.mkdtemp())  # where nobody may run it from (pytest's tmp_path is root's alone)
+    place.chmod(0o755)
+    refusing = place / "bwrap"
+    refusing.write_text("#!/bin/sh\necho 'bwrap: No permissions to create a new namespace' >&2\nexit 1\n")
+    refusing.chmod(0o755)
+    tools = replace(find_tools(), bwrap=str(refusing))
+    try:
+        rehearsal = rehearse_root(guest_root, ["/opt/app/guarded", "10"], haswell, vm="t", tools=tools)
+    finally:
+        shutil.rmtree(place)
+    assert rehearsal.outcome is RehearsalOutcome.CANNOT_REHEARSE
+    assert rehearsal.reason == "the sandbox did not start: bwrap: No permissions to create a new namespace"
