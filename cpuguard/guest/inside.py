@@ -87,6 +87,9 @@ class Selection:
 
     def add(self, path: str, reason: str) -> bool:
         if path in self.chosen:
+            known = self.chosen[path]
+            if reason not in known.reason.split("; ") and len(known.reason) < 1000:
+                known.reason = f"{known.reason}; {reason}"  # every rule that chose it, in order
             return False
         if len(self.chosen) >= MAX_CHOSEN:
             if len(self.chosen) == MAX_CHOSEN:

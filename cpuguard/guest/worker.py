@@ -153,12 +153,26 @@ class Appliance:
             return one_line(device)
         name = "/".join(parts[:3])
         if not _APPLIANCE_DISK.match(parts[2]):
-            return one_line("/".join(parts[2:4]) if not btrfs else name)
+            return one_line(self._lv_name("/".join(parts[2:4])) if not btrfs else name)
         owner = self.owner(name)
         if owner is None:
             return one_line(name)
         number = _APPLIANCE_DISK.match(parts[2]).group(1)  # type: ignore[union-attr]
         return f"{owner[1]}{number}"
+
+    def _lv_name(self, lv: str) -> str:
+        """An LV in the guest's terms: the disks holding its volume group's PVs, then the LV."""
+        try:
+            pvs = sorted(self.g.pvs())
+        except RuntimeError:
+            return f"LV {lv}"
+        holders = []
+        for pv in pvs:
+            match = _APPLIANCE_DISK.match(pv.rsplit("/", 1)[-1])
+            owner = self.owner(pv)
+            if match is not None and owner is not None:
+                holders.append(f"{owner[1]}{match.group(1)}")
+        return f"{'+'.join(holders)} LV {lv}" if holders else f"LV {lv}"
 
     def lvm_guests(self) -> set[str]:
         """The guests whose disks hold LVM physical volumes."""

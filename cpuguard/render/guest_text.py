@@ -26,6 +26,7 @@ def _chain(scan: GuestScan) -> list[str]:
 
 
 def _reason_kind(reason: str) -> str:
+    reason = reason.split("; ")[0]  # the first rule that chose the file
     if reason.startswith("library of"):
         return "libraries they load"
     if reason.startswith("run by enabled unit"):

@@ -25,6 +25,8 @@ CPUGUARD = [sys.executable, "-m", "cpuguard"]
 #: KVM inside a nested machine can crash the appliance: TCG is slower but always works.
 APPLIANCE_ENV = {"LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
 PROGRAM = "/usr/sbin/pbxd"
+#: The ExecStart= line of the unit images.add_custom_program writes.
+UNIT_EXEC_LINE = next(n for n, line in enumerate(images.UNIT_TEMPLATE.splitlines(), 1) if line.startswith("ExecStart="))
 
 #: The hostile disks the appliance must meet (the others are refused before it starts,
 #: see test_refused_before_the_appliance), with what the one line must say.
@@ -151,7 +153,7 @@ def test_every_layout_finds_the_custom_daemon_and_its_closure(fleet: Fleet, layo
     assert stored["os"]["distro"] == "debian"
     chosen = {f["path"]: f["reason"] for f in stored["files"]}
     program = fleet.roots[vm].programs[0]
-    assert chosen[PROGRAM] == "owned by no package"
+    assert chosen[PROGRAM] == f"owned by no package; run by enabled unit pbxd.service (line {UNIT_EXEC_LINE})"
     assert chosen[program.library] == "owned by no package"  # type: ignore[index]
     assert chosen[program.plugins[0]] == "owned by no package"
     assert chosen["/usr/local/bin/plain"] == "owned by no package"
