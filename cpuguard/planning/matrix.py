@@ -13,9 +13,10 @@ fleets that every cell agrees with ``verdict.decide`` / ``verdict.accepts``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
+from cpuguard.advice.advise import hosts_after
 from cpuguard.knowledge import Knowledge
 from cpuguard.levels import highest_level
 from cpuguard.planning.bitset import FeatureIndex, indexes
@@ -124,6 +125,8 @@ class Matrix:
     cells: Mapping[tuple[int, int], ClassCell]  # (need class, host class) -> cell; absent means OK
     accepted: tuple[int, ...]  # per need class: bit i set when hosts[i] accepts it
     problems: tuple[Problem, ...] = ()
+    # stranded VM -> "configuration" (the <cpu> cpuguard advise gives opens a host) or "workload"
+    stranded_by: Mapping[str, str] = field(default_factory=dict)
 
     def cell(self, vm: MatrixVm, host_index: int, move: Move) -> ClassCell:
         return self.cells.get((vm.need_class(move), self.host_class[host_index]), OK)
@@ -274,6 +277,7 @@ def compute_matrix(
     vm_classes: list[tuple[int, int]] = []
     vm_needs: list[_Needs] = []
     groups: dict[tuple[object, ...], tuple[int, int, _Needs]] = {}
+    vm_groups: list[tuple[object, ...]] = []
     for vm in ordered:
         source = hosts.get(vm.host) if vm.host else None
         domain = vm.domain
@@ -295,6 +299,7 @@ def compute_matrix(
                 ids.append(cls)
             group = groups[group_key] = (ids[0], ids[1], cache.needs(vm, Move.LIVE))
         live_class, cold_class, live_needs = group
+        vm_groups.append(group_key)
         need_members[live_class].append(vm.name)
         need_members[cold_class].append(vm.name)
         vm_classes.append((live_class, cold_class))
@@ -334,6 +339,16 @@ def compute_matrix(
         NeedClass(i, move, arch, vendor, features, forbidden, tuple(need_members[i]), vm_level(features))
         for i, (move, arch, vendor, features, forbidden, _origin) in enumerate(need_info)
     )
+    after: dict[object, tuple[str, ...]] = {}
+    reach_of: dict[tuple[object, ...], tuple[str, ...] | None] = {}  # VMs of one group share a workload
+    causes: dict[str, str] = {}
+    for vm, row, vm_group in zip(ordered, rows, vm_groups, strict=True):
+        if row.live_targets == 0:  # only the stranded: the advice costs a pass over the hosts
+            if vm_group not in reach_of:
+                reach_of[vm_group] = hosts_after(vm, hosts, knowledge, after)
+            reach = reach_of[vm_group]
+            if reach is not None:
+                causes[vm.name] = "configuration" if any(h != vm.host for h in reach) else "workload"
     return Matrix(
         hosts=columns,
         host_class=tuple(host_class_of),
@@ -343,4 +358,5 @@ def compute_matrix(
         cells=cells,
         accepted=tuple(accepted),
         problems=tuple(sorted(set(problems))),
+        stranded_by=causes,
     )

@@ -104,7 +104,13 @@ def render_matrix_junit(matrix: Matrix, meta: ReportMeta | None = None) -> str:
     for vm in matrix.vms:
         case = SubElement(suite, "testcase", classname=f"cpuguard.matrix.{vm.host or 'unplaced'}", name=vm.name)
         if vm.live_targets == 0:
-            failure = SubElement(case, "failure", message=f"no other host can take {vm.name} live", type="stranded")
+            message = f"no other host can take {vm.name} live"
+            cause = matrix.stranded_by.get(vm.name)
+            if cause == "configuration":
+                message += f": stranded by configuration; cpuguard advise {vm.name} gives the <cpu> that frees it"
+            elif cause == "workload":
+                message += ": stranded by the workload"
+            failure = SubElement(case, "failure", message=message, type="stranded")
             cold = matrix.targets(vm, Move.COLD)
             failure.text = f"cold move possible to: {', '.join(cold)}" if cold else "no cold move target either"
         else:

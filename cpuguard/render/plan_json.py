@@ -84,6 +84,10 @@ def matrix_data(matrix: Matrix) -> dict[str, Any]:
         "kind": "matrix",
         "complete": matrix.complete,
         "stranded": [v.name for v in matrix.stranded],
+        "stranded_by_configuration": [
+            v.name for v in matrix.stranded if matrix.stranded_by.get(v.name) == "configuration"
+        ],
+        "stranded_by_workload": [v.name for v in matrix.stranded if matrix.stranded_by.get(v.name) == "workload"],
         "hosts": [
             {"name": name, "class": matrix.host_class[i], "level": matrix.host_classes[matrix.host_class[i]].level}
             for i, name in enumerate(matrix.hosts)

@@ -128,6 +128,11 @@ def render_matrix_text(matrix: Matrix) -> str:
         f"VM x host matrix: {_plural(len(matrix.vms), 'VM')}, {_plural(len(matrix.hosts), 'host')}, "
         f"{len(stranded)} with no host to move to live"
     ]
+    for cause, label in (("configuration", "stranded by configuration (cpuguard advise gives the <cpu> that frees it)"),
+                         ("workload", "stranded by the workload")):  # fmt: skip
+        names = [v.name for v in stranded if matrix.stranded_by.get(v.name) == cause]
+        if names:
+            lines.append(f"  {label}: {', '.join(names)}")
     if len(matrix.hosts) <= GRID_MAX_HOSTS:
         width = max([len(v.name) for v in matrix.vms] + [2])
         columns = [max(len(h), 6) for h in matrix.hosts]

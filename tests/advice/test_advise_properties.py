@@ -81,3 +81,22 @@ def test_definition_not_given_is_found(rng: random.Random) -> None:
         expected = {m.feature for m in advice.needs} - given_features - knowledge.vocabulary.never_needed
         assert {m.feature for m in advice.not_given} == expected
         assert (advice.standing.value == "workload not given") == bool(expected)
+
+
+@SETTINGS
+@given(st.randoms(use_true_random=False))
+def test_matrix_tells_configuration_from_workload_as_advise_does(rng: random.Random) -> None:
+    from cpuguard.planning.matrix import compute_matrix
+
+    knowledge = load_knowledge()
+    hosts = random_hosts(rng, knowledge, 5)
+    vms = random_vms(rng, knowledge, hosts, 8)
+    matrix = compute_matrix(vms, hosts, knowledge)
+    by_name = {vm.name: vm for vm in vms}
+    for row in matrix.stranded:
+        advice = advise(by_name[row.name], hosts, knowledge)
+        if hosts_after(by_name[row.name], hosts, knowledge) is None:
+            assert row.name not in matrix.stranded_by and advice.advised is None  # not an x86 guest: no advice
+            continue
+        opens = any(h != row.host for h in advice.cold_after)
+        assert matrix.stranded_by[row.name] == ("configuration" if opens else "workload"), row.name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -52,8 +53,12 @@ def test_example_matrix_cli() -> None:
     result = run_cpuguard("plan", "matrix", "--policies", str(EXAMPLE_POLICIES))
     assert result.returncode == 1  # pbx01 and app01 have no host to move to live
     lines = result.stdout.splitlines()
-    assert lines[0] == "VM x host matrix: 5 VMs, 3 hosts, 2 with no host to move to live"
-    assert lines[2:8] == [
+    assert lines[:3] == [
+        "VM x host matrix: 5 VMs, 3 hosts, 2 with no host to move to live",
+        "  stranded by configuration (cpuguard advise gives the <cpu> that frees it): app01",
+        "  stranded by the workload: pbx01",
+    ]
+    assert lines[4:10] == [
         "       mid-node  new-node  old-node",
         "app01  cold      (here)    cold",
         "ci01   ok        ok        (here)",
@@ -68,6 +73,15 @@ def test_example_matrix_json_by_classes() -> None:
     result = run_cpuguard("plan", "matrix", "--policies", str(EXAMPLE_POLICIES), "--format", "json")
     data = json.loads(result.stdout)
     assert data["kind"] == "matrix" and data["stranded"] == ["app01", "pbx01"]
+    assert data["stranded_by_configuration"] == ["app01"] and data["stranded_by_workload"] == ["pbx01"]
+    junit = run_cpuguard("plan", "matrix", "--policies", str(EXAMPLE_POLICIES), "--format", "junit").stdout
+    messages = {c.get("name"): c.find("failure") for c in ET.fromstring(junit).iter("testcase")}
+    app01, pbx01 = messages["app01"], messages["pbx01"]
+    assert app01 is not None and app01.get("message") == (
+        "no other host can take app01 live: stranded by configuration; "
+        "cpuguard advise app01 gives the <cpu> that frees it"
+    )
+    assert pbx01 is not None and pbx01.get("message") == "no other host can take pbx01 live: stranded by the workload"
     hosts = {h["name"]: h for h in data["hosts"]}
     classes = {c["id"]: c for c in data["need_classes"]}
     pbx01 = next(v for v in data["vms"] if v["name"] == "pbx01")
