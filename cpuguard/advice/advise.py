@@ -190,13 +190,19 @@ def _requirements(
 
 
 def hosts_after(
-    vm: VmSpec, hosts: Mapping[str, HostFacts], knowledge: Knowledge, cache: dict[object, tuple[str, ...]] | None = None
+    vm: VmSpec,
+    hosts: Mapping[str, HostFacts],
+    knowledge: Knowledge,
+    cache: dict[object, tuple[str, ...]] | None = None,
+    *,
+    current: HostFacts | None = None,
 ) -> tuple[str, ...] | None:
     """The hosts the VM could cold-start on, and move among live, once it has booted with the advised
     <cpu>: every host offering its workload's needs (what :func:`advise` finds as ``cold_after`` and
     ``live_after``, by set arithmetic alone, for fleet-wide figures). None for a guest cpuguard gives
-    no advice (not x86). ``cache`` shares the answer between VMs with the same workload."""
-    current = hosts.get(vm.host) if vm.host else None
+    no advice (not x86). ``cache`` shares the answer between VMs with the same workload; ``current``
+    is the VM's host when ``hosts`` may lack it."""
+    current = current or (hosts.get(vm.host) if vm.host else None)
     cold = build_requirements(vm.name, vm.domain, vm.policy, Move.COLD, knowledge, source_host=current)
     if cold.arch not in X86_ARCHES:
         return None

@@ -339,16 +339,24 @@ def compute_matrix(
         NeedClass(i, move, arch, vendor, features, forbidden, tuple(need_members[i]), vm_level(features))
         for i, (move, arch, vendor, features, forbidden, _origin) in enumerate(need_info)
     )
+    # Stranded VMs: would the <cpu> cpuguard advise gives open another host? Asked of one host per
+    # class (identical CPUs), and once per group of VMs with the same definition, source and policy.
+    reps = {c.hosts[0]: hosts[c.hosts[0]] for c in host_classes}
+    size = {c.hosts[0]: len(c.hosts) for c in host_classes}
+    rep_of = {name: host_classes[host_class_of[i]].hosts[0] for i, name in enumerate(columns)}
     after: dict[object, tuple[str, ...]] = {}
-    reach_of: dict[tuple[object, ...], tuple[str, ...] | None] = {}  # VMs of one group share a workload
+    reach_of: dict[tuple[object, ...], tuple[str, ...] | None] = {}
     causes: dict[str, str] = {}
     for vm, row, vm_group in zip(ordered, rows, vm_groups, strict=True):
-        if row.live_targets == 0:  # only the stranded: the advice costs a pass over the hosts
-            if vm_group not in reach_of:
-                reach_of[vm_group] = hosts_after(vm, hosts, knowledge, after)
-            reach = reach_of[vm_group]
-            if reach is not None:
-                causes[vm.name] = "configuration" if any(h != vm.host for h in reach) else "workload"
+        if row.live_targets != 0:
+            continue
+        if vm_group not in reach_of:
+            source = hosts.get(vm.host) if vm.host else None
+            reach_of[vm_group] = hosts_after(vm, reps, knowledge, after, current=source)
+        reach = reach_of[vm_group]
+        if reach is not None:
+            others = sum(size[r] for r in reach) - (1 if rep_of.get(vm.host or "") in reach else 0)
+            causes[vm.name] = "configuration" if others > 0 else "workload"
     return Matrix(
         hosts=columns,
         host_class=tuple(host_class_of),
