@@ -211,6 +211,13 @@ def render_matrix_html(matrix: Matrix, meta: ReportMeta | None = None, cell_limi
         if stranded
         else "every VM has at least one host to move to live"
     )
+    causes = [
+        f"by {'the ' if cause == 'workload' else ''}{cause}: {', '.join(names)}"
+        for cause in ("configuration", "workload")
+        if (names := [v.name for v in stranded if matrix.stranded_by.get(v.name) == cause])
+    ]
+    if causes:
+        summary += f" (stranded {'; '.join(causes)})"
     body = [
         f"<h1>VM &times; host compatibility: {len(matrix.vms)} VMs, {len(matrix.hosts)} hosts</h1>",
         f'<p class="summary {kind}" id="summary">{_e(summary)}</p>',

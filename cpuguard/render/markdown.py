@@ -81,6 +81,11 @@ def render_matrix_markdown(matrix: Matrix, meta: ReportMeta | None = None) -> st
     stranded = matrix.stranded
     if stranded:
         lines.append(f"**No host to move to live:** {', '.join(f'`{v.name}`' for v in stranded)}")
+        for cause, label in (("configuration", "a new `<cpu>` frees it (`cpuguard advise`)"), ("workload", "")):
+            names = [f"`{v.name}`" for v in stranded if matrix.stranded_by.get(v.name) == cause]
+            if names:
+                lines.append(f"- stranded by {'the ' if cause == 'workload' else ''}{cause}: {', '.join(names)}"
+                             + (f" -- {label}" if label else ""))  # fmt: skip
         lines.append("")
     if len(matrix.hosts) <= GRID_MAX_HOSTS:
         lines.append("| VM | " + " | ".join(f"`{_cell(h)}`" for h in matrix.hosts) + " |")

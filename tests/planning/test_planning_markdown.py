@@ -42,6 +42,8 @@ def test_matrix_markdown() -> None:
     result = run_cpuguard("plan", "matrix", "--policies", str(EXAMPLE_POLICIES), "--format", "markdown")
     lines = result.stdout.splitlines()
     assert "**No host to move to live:** `app01`, `pbx01`" in lines
+    assert "- stranded by configuration: `app01` -- a new `<cpu>` frees it (`cpuguard advise`)" in lines
+    assert "- stranded by the workload: `pbx01`" in lines
     assert "| `app01` | cold | here | cold |" in lines  # pinned live by host-passthrough alone
     assert "| `pbx01` | **no** | here | **no** |" in lines  # neither live nor after a shutdown
     assert "| `ci01` | ok | ok | here |" in lines
