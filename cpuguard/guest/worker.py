@@ -246,13 +246,26 @@ def _os_of(g: Any, root: str, inside: Inside, name: str) -> dict[str, Any]:
     return result
 
 
-def _mount(g: Any, root: str) -> list[str]:
-    """Mount the root's file systems read-only, shortest mount point first; what failed."""
+def _mount(appliance: Appliance, vm: str, root: str) -> list[str]:
+    """Mount the root's file systems read-only, shortest mount point first; what failed.
+
+    ``/`` is always the root libguestfs found, and another mount point only a file system of
+    the same guest: the guest's fstab names devices by ``UUID=``/``LABEL=``, which VMs cloned
+    from one template share, and libguestfs resolves them across every disk of the appliance."""
+    g = appliance.g
     failed = []
-    mounts = g.inspect_get_mountpoints(root)
+    mounts = dict(g.inspect_get_mountpoints(root))
+    mounts["/"] = root
     for point in sorted(mounts, key=len):
+        device = mounts[point]
+        parts = device.removeprefix("btrfsvol:").split("/")
+        disk = "/".join(parts[:3])
+        owner = appliance.owner(disk) if _APPLIANCE_WHOLE.match(disk) else None
+        if point != "/" and _APPLIANCE_WHOLE.match(disk) and (owner is None or owner[0] != vm):
+            failed.append(f"{point} not mounted: the guest's fstab names a file system found on another guest's disk")
+            continue
         try:
-            g.mount_ro(mounts[point], point)
+            g.mount_ro(device, point)
         except RuntimeError as exc:
             if point == "/":
                 raise
@@ -299,7 +312,7 @@ def inspect_guest(
         os.makedirs(directory, mode=0o700, exist_ok=True)
         try:
             g.umount_all()
-            result["problems"].extend(_mount(g, root))
+            result["problems"].extend(_mount(appliance, vm, root))
         except RuntimeError as exc:
             result["problems"].append(f"root file system {appliance.guest_name(root)} not mounted: {_error(exc)}")
             continue
