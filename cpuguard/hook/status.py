@@ -96,7 +96,11 @@ def status(hooks_dir: Path = DEFAULT_HOOKS_DIR, config_path: Path | None = None)
     config = context.config
     where = config_path if config.path else f"{config_path} (absent: defaults)"
     if config.policies.is_dir():
-        detail = f"{where}: mode {config.mode}, {len(context.policies)} VM policies in {config.policies}"
+        written = sum(1 for p in context.policies.values() if p.source)
+        scans = sum(1 for p in context.policies.values() if p.guest is not None)
+        detail = f"{where}: mode {config.mode}, {written} VM policies in {config.policies}"
+        if scans:
+            detail += f", {scans} guest scan{'s' if scans != 1 else ''}"
         checks.append(Check("config", True, detail))
     else:
         detail = (

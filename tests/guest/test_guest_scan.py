@@ -154,8 +154,8 @@ def test_every_layout_finds_the_custom_daemon_and_its_closure(fleet: Fleet, layo
     chosen = {f["path"]: f["reason"] for f in stored["files"]}
     program = fleet.roots[vm].programs[0]
     assert chosen[PROGRAM] == f"owned by no package; run by enabled unit pbxd.service (line {UNIT_EXEC_LINE})"
-    assert chosen[program.library] == "owned by no package"  # type: ignore[index]
-    assert chosen[program.plugins[0]] == "owned by no package"
+    assert chosen[program.library] == f"owned by no package; library of {PROGRAM} (DT_NEEDED libpbxd.so.1)"  # type: ignore[index]
+    assert chosen[program.plugins[0]] == "owned by no package"  # dlopen()ed: found only as an unowned file
     assert chosen["/usr/local/bin/plain"] == "owned by no package"
     assert any(reason.startswith("library of") for reason in chosen.values())  # libc, through the closure
     needs = {b["path"]: {r["feature"] for r in b["required"]} for b in stored["binaries"]}

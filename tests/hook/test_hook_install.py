@@ -204,7 +204,7 @@ def test_status_from_not_installed_to_live(hooks: Path, site: HookSite) -> None:
     assert list(checks) == ["hook", "interpreter", "python_path", "config", "snapshot", "live"]
     # interpreter and python_path depend on where this checkout lives (tests/hook/test_hook_codetrust.py)
     assert [checks[name].ok for name in ("hook", "config", "snapshot", "live")] == [True, True, True, False]
-    assert checks["config"].detail == f"{site.config}: mode enforce, 3 VM policies in {site.policies}"
+    assert checks["config"].detail == f"{site.config}: mode enforce, 4 VM policies in {site.policies}"
     assert "libvirt finds new hooks only when it starts or reloads" in checks["live"].detail
 
     # a decision by a hook run from a shell does not prove that libvirt runs it ...
