@@ -93,32 +93,17 @@ def build_images(work: Path, guests: int, assembled: bool) -> dict[str, Any]:
     }
 
 
-def domain_xml(vm: str, image: str) -> str:
-    return f"""<domain type='kvm'>
-  <name>{vm}</name>
-  <memory unit='MiB'>512</memory>
-  <os><type arch='x86_64'>hvm</type></os>
-  <cpu mode='host-passthrough'/>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{image}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-  </devices>
-</domain>
-"""
-
-
 def write_policies(work: Path, disks: Sequence[str]) -> tuple[Path, list[str]]:
     """A policy directory whose inventory holds one VM per image, each with its domain XML."""
+    from tests.guest import images
+
     policies = work / "policies"
     (policies / "domains").mkdir(parents=True)
     lines = ["hosts:", "  bench-host: {source: 'uarch:haswell'}", "vms:"]
     vms = []
     for index, image in enumerate(disks):
         vm = f"guest-{index}"
-        (policies / "domains" / f"{vm}.xml").write_text(domain_xml(vm, image))
+        (policies / "domains" / f"{vm}.xml").write_text(images.domain_xml(vm, image))
         lines.append(f"  {vm}: {{host: bench-host, domain: domains/{vm}.xml}}")
         vms.append(vm)
     (policies / "inventory.yaml").write_text("\n".join(lines) + "\n")

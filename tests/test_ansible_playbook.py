@@ -38,27 +38,6 @@ PROGRAM = "/usr/sbin/pbxd"
 PBX, PLAIN, NODISK = "e2e-ans-pbx", "e2e-ans-plain", "e2e-ans-nodisk"
 
 
-def domain_xml(name: str, disk: Path) -> str:
-    """The testbed's small TCG guest (Westmere) with one qcow2 disk."""
-    return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <cpu mode='custom' match='exact' check='none'><model fallback='forbid'>Westmere</model></cpu>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-"""
-
-
 def need_ansible() -> Path:
     playbook = BIN / "ansible-playbook"
     if not playbook.exists():
@@ -82,7 +61,7 @@ def cpuguard(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def start_vm(testbed: Any, name: str, disk: Path, directory: Path) -> None:
     path = directory / f"{name}.xml"
-    path.write_text(domain_xml(name, disk))
+    path.write_text(images.domain_xml(name, disk, cpu=images.custom_cpu(), testbed=True))
     testbed.virsh("a", "define", str(path))
     testbed.virsh("a", "start", name)
 

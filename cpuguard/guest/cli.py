@@ -240,12 +240,9 @@ def _print(result: GuestScan, fmt: str, output: Path | None) -> None:
 
         baseline = load_knowledge().x86_64_baseline | level_features("x86-64-v1")
         text = render_guest_text(result, baseline)
-    if output is not None:
-        from cpuguard.scan.cli import _write
+    from cpuguard.scan.cli import emit
 
-        _write(output, text)
-    else:
-        click.echo(text, nl=False)
+    emit(text, output)
 
 
 def _merge(result: GuestScan, policy: Path) -> None:

@@ -105,6 +105,14 @@ def check_merge_target(policy: Path, vm: str | None = None) -> None:
         raise BadInput(policy, f"no VM {policy.stem} in the inventory{hint}")
 
 
+def emit(text: str, output: Path | None) -> None:
+    """Write ``text`` to ``output`` atomically, or to standard output."""
+    if output is not None:
+        _write(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
 def merge_into_policy(policy: Path, new: list[dict[str, Any]], vm: str | None = None) -> int:
     """Add or replace ``new`` binaries entries in a policy file. A new file is created only for a
     VM the inventory knows, or for ``vm`` (the guest scanned), and names its VM."""
@@ -259,10 +267,7 @@ def scan(
     else:
         baseline = load_knowledge().x86_64_baseline | level_features("x86-64-v1")
         text = render_text(report, baseline)
-    if output is not None:
-        _write(output, text)
-    else:
-        click.echo(text, nl=False)
+    emit(text, output)
     if merge_into is not None and report.scanned:
         count = _merge(report, merge_into)
         click.echo(f"merged {count} binar{'y' if count == 1 else 'ies'} into {merge_into}", err=True)

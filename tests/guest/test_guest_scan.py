@@ -55,23 +55,6 @@ def run(
     )
 
 
-def domain_xml(name: str, disk: images.Disk, cpu: str = "<cpu mode='host-passthrough'/>") -> str:
-    return f"""<domain type='kvm'>
-  <name>{name}</name>
-  <memory unit='MiB'>512</memory>
-  <os><type arch='x86_64'>hvm</type></os>
-  {cpu}
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='{disk.format}'/>
-      <source file='{disk.path}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-  </devices>
-</domain>
-"""
-
-
 @dataclass(frozen=True)
 class Fleet:
     policies: Path
@@ -126,7 +109,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, workload_root: images.Root) 
         "vms:",
     ]
     for vm, disk in disks.items():
-        (policies / "domains" / f"{vm}.xml").write_text(domain_xml(vm, disk))
+        (policies / "domains" / f"{vm}.xml").write_text(images.domain_xml(vm, disk.path, disk.format))
         lines.append(f"  {vm}: {{host: new, domain: domains/{vm}.xml}}")
     (policies / "inventory.yaml").write_text("\n".join(lines) + "\n")
     # a hand-written policy with a comment: a guest scan must never rewrite it
@@ -288,7 +271,7 @@ def test_scan_guest_merge_into_a_policy_then_check_cold(tmp_path: Path, workload
     need_libguestfs()
     disk = images.qcow2_of(images.ext4_disk(workload_root, tmp_path / "pbx.raw", table="mbr"), tmp_path / "pbx.qcow2")
     domain = tmp_path / "pbx77.xml"
-    domain.write_text(domain_xml("pbx77", disk))
+    domain.write_text(images.domain_xml("pbx77", disk.path, disk.format))
     policies = tmp_path / "P"
     (policies / "vms").mkdir(parents=True)
     cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}

@@ -58,30 +58,9 @@ def cpuguard(*args: str | Path, cache: Path, timeout: float = 900) -> subprocess
     )
 
 
-def domain_xml(name: str, disk: Path, model: str = "Westmere") -> str:
-    """The testbed's small TCG guest (scripts/testbed guest_xml) with one qcow2 disk."""
-    return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <cpu mode='custom' match='exact' check='none'><model fallback='forbid'>{model}</model></cpu>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-"""
-
-
 def define(testbed: Any, node: str, name: str, disk: Path, directory: Path) -> None:
     path = directory / f"{name}-{node}.xml"
-    path.write_text(domain_xml(name, disk))
+    path.write_text(images.domain_xml(name, disk, cpu=images.custom_cpu(), testbed=True))
     testbed.virsh(node, "define", str(path))
 
 
