@@ -240,14 +240,14 @@ def _print(result: GuestScan, fmt: str, output: Path | None) -> None:
 
         baseline = load_knowledge().x86_64_baseline | level_features("x86-64-v1")
         text = render_guest_text(result, baseline)
-    from cpuguard.scan.cli import emit
+    from cpuguard.scan.output import emit
 
     emit(text, output)
 
 
 def _merge(result: GuestScan, policy: Path) -> None:
     from cpuguard.guest.store import scan_to_dict
-    from cpuguard.scan.cli import merge_into_policy
+    from cpuguard.scan.output import merge_into_policy
 
     count = merge_into_policy(policy, scan_to_dict(result)["binaries"], result.vm)
     click.echo(f"merged {count} binar{'y' if count == 1 else 'ies'} of {result.vm} into {policy}", err=True)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cpuguard.errors import BadInput
-from cpuguard.scan.cli import merge_into_policy
+from cpuguard.scan.output import merge_into_policy
 from tests.conftest import ROOT, run_cpuguard
 from tests.scan.conftest import Built
 
