@@ -23,12 +23,13 @@ import contextlib
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cpuguard.guest import dpkg, ldpaths, rpmdb, units
 from cpuguard.guest.errors import GuestDataError, one_line
+from cpuguard.guest.tree import GuestTree
 
 #: Where programs and libraries live. /usr/local, /opt and /srv hold custom builds;
 #: the rest is where a package manager puts things, and where people copy builds too.
@@ -49,7 +50,6 @@ EXEC_PLACES = (
 )
 #: Places read when the guest has no package database cpuguard can read.
 LOCAL_PLACES = ("/usr/local", "/opt", "/srv")
-MERGED_USR = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 UNIT_DIRS = (
     "/etc/systemd/system",
     "/usr/local/lib/systemd/system",
@@ -63,12 +63,10 @@ RPM_BERKELEY = ("/var/lib/rpm/Packages", "/usr/lib/sysimage/rpm/Packages")
 MAX_WALK_ENTRIES = 400_000  # names looked at in executable places, per guest
 MAX_CHOSEN = 5_000  # files copied out, per guest
 MAX_FILE_BYTES = 512 * 1024 * 1024  # larger files are not copied
-MAX_SMALL_FILE = 4 * 1024 * 1024  # unit files, ld.so.conf
 MAX_DB_BYTES = 1024 * 1024 * 1024  # an RPM database copied out
 MAX_CLOSURE_ROUNDS = 16
 MIN_ELF_BYTES = 64
 #: Bytes one pread asks for: below the 2-4 MB one libguestfs message carries ("PROTOCOL LIMITS", guestfs(3)).
-READ_PIECE = 1024 * 1024
 
 
 @dataclass
@@ -105,90 +103,15 @@ def _error(exc: BaseException) -> str:
     return one_line(text.split("\n")[0])
 
 
-class Inside:
-    """One mounted guest tree in the appliance."""
+class Inside(GuestTree):
+    """One mounted guest tree in the appliance: what to choose in it."""
 
     def __init__(self, g: Any, staging: str, *, all_files: bool = False) -> None:
-        self.g = g
+        super().__init__(g)
         self.staging = staging
         self.all_files = all_files
         self.selection = Selection()
-        self.root_links = self._root_links()
         self.package_arches: frozenset[str] = frozenset()  # of RPM packages: x86_64, x86_64_v2...
-
-    # -- guest file access (every call stays inside the guest) ------------------------------
-
-    def _mode(self, path: str, *, follow: bool) -> int | None:
-        """The file type and mode bits of a guest path (``follow``: its symlinks resolved in the
-        guest, as stat(2)), or None when there is no such file.
-
-        statns and lstatns are one C call in the appliance's daemon; is_file, is_dir and
-        is_symlink fork a chroot helper on each call (libguestfs daemon/is.ml), 5-25 times slower.
-        """
-        try:
-            info = self.g.statns(path) if follow else self.g.lstatns(path)
-        except RuntimeError:
-            return None
-        return int(info["st_mode"])
-
-    def _root_links(self) -> dict[str, str]:
-        links = {}
-        for name in MERGED_USR:
-            mode = self._mode(name, follow=False)
-            if mode is None or not stat.S_ISLNK(mode):
-                continue
-            try:
-                target = self.g.readlink(name)
-            except RuntimeError:
-                continue
-            links[name] = dpkg.normalise(posixpath.join("/", target)) or name
-        return links
-
-    def read_small(self, path: str, limit: int = MAX_SMALL_FILE) -> bytes | None:
-        """A small regular file's bytes (symlinks resolved in the guest), or None."""
-        try:
-            info = self.g.statns(path)  # stat(2) in the guest's root: symlinks resolved inside the guest
-            if not stat.S_ISREG(info["st_mode"]) or info["st_size"] > limit:
-                return None
-            return b"".join(self._pieces(path, int(info["st_size"])))
-        except RuntimeError:
-            return None
-
-    def _pieces(self, path: str, size: int) -> Iterator[bytes]:
-        """The first ``size`` bytes of a guest file, one ``pread`` round trip per piece.
-
-        read_file and download stream through libguestfs' FileOut protocol, which
-        costs a fixed 0.15-0.45 s per file in a TCG appliance; a pread is a few
-        milliseconds (docs/guests.md#performance).
-        """
-        offset = 0
-        while offset < size:
-            piece: bytes = self.g.pread(path, min(READ_PIECE, size - offset), offset)
-            if not piece:
-                return  # the file shrank: a running guest's disk
-            yield piece
-            offset += len(piece)
-
-    def realpath(self, path: str) -> str | None:
-        try:
-            real: str = self.g.realpath(path)
-            return real
-        except RuntimeError:
-            return None
-
-    def glob(self, pattern: str) -> list[str]:
-        try:
-            return sorted(self.g.glob_expand(pattern))
-        except RuntimeError:
-            return []
-
-    def is_file(self, path: str) -> bool:
-        mode = self._mode(path, follow=True)
-        return mode is not None and stat.S_ISREG(mode)
-
-    def is_real_dir(self, path: str) -> bool:
-        mode = self._mode(path, follow=False)
-        return mode is not None and stat.S_ISDIR(mode)
 
     # -- package ownership ------------------------------------------------------------------
 
