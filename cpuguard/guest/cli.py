@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,10 +25,12 @@ from cpuguard.guest.records import Disk, GuestScan
 DEFAULT_WORKERS = 2
 
 
-def guest_cache_dir(environ: os._Environ[str] | dict[str, str] = os.environ) -> Path:
-    """``$XDG_CACHE_HOME/cpuguard/guests``: results of unchanged guests, by fingerprint."""
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(environ.get("HOME", "~"), ".cache")
-    return Path(os.path.expanduser(base)) / "cpuguard" / "guests"
+def guest_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_CACHE_HOME/cpuguard/guests``: results of unchanged guests, by fingerprint (beside
+    the scanner's cache)."""
+    from cpuguard.scan.cache import default_cache_dir
+
+    return default_cache_dir(environ).parent / "guests"
 
 
 def _inventory_disks(policies: Path, inventory: Path | None, vm: str) -> tuple[str, list[Disk], list[str]]:
