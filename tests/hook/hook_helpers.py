@@ -122,3 +122,36 @@ def run_cpuguard(*args: str, stdin: str | None = None, cwd: Path | None = None) 
         timeout=120,
         cwd=cwd,
     )
+
+
+@dataclass
+class Node:
+    """One testbed daemon with cpuguard installed; files as this process sees them."""
+
+    name: str  # "a" or "b"
+    etc: Path  # the daemon's /etc/cpuguard
+
+    @property
+    def config(self) -> Path:
+        return self.etc / "config.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.etc / "audit.jsonl"
+
+    def configure(self, **keys: Any) -> None:
+        settings = {
+            "policies": "policies",
+            "host_facts": "host.json",
+            "audit_log": "audit.jsonl",
+            "host_name": f"node-{self.name}",
+            "check_permissions": False,  # the testbed lives below /tmp, which every user can write
+            **keys,
+        }
+        self.config.write_text(json.dumps(settings, indent=2) + "\n")
+
+    def records(self, vm: str | None = None) -> list[dict[str, Any]]:
+        if not self.audit_log.exists():
+            return []
+        records = [json.loads(line) for line in self.audit_log.read_text().splitlines()]
+        return [r for r in records if vm is None or r["vm"] == vm]

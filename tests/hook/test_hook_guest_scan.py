@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hook_helpers import Node
 
 from cpuguard.hook.install import hook_path, install
 from cpuguard.hosts.snapshot import write_snapshot
@@ -70,28 +71,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-@dataclass
-class Node:
-    """One testbed daemon with cpuguard's hook; files as this process sees them."""
-
-    name: str  # "a" or "b"
-    etc: Path  # the daemon's /etc/cpuguard
-
-    @property
-    def config(self) -> Path:
-        return self.etc / "config.yaml"
-
-    @property
-    def audit_log(self) -> Path:
-        return self.etc / "audit.jsonl"
-
-    def records(self, vm: str) -> list[dict[str, Any]]:
-        if not self.audit_log.exists():
-            return []
-        records = [json.loads(line) for line in self.audit_log.read_text().splitlines()]
-        return [r for r in records if r["vm"] == vm]
 
 
 @dataclass(frozen=True)

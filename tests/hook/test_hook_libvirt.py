@@ -18,12 +18,11 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hook_helpers import DOMAINS
+from hook_helpers import DOMAINS, Node
 
 from cpuguard.hook.cache import RACY_SECONDS
 from cpuguard.hook.install import hook_path, install
@@ -36,39 +35,6 @@ pytest_plugins = ["libvirt_testbed"]
 pytestmark = pytest.mark.libvirt
 
 POLICY_DB = (DOMAINS.parent / "vms" / "db01.yaml").read_text()
-
-
-@dataclass
-class Node:
-    """One testbed daemon with cpuguard installed; files as this process sees them."""
-
-    name: str  # "a" or "b"
-    etc: Path  # the daemon's /etc/cpuguard
-
-    @property
-    def config(self) -> Path:
-        return self.etc / "config.yaml"
-
-    @property
-    def audit_log(self) -> Path:
-        return self.etc / "audit.jsonl"
-
-    def configure(self, **keys: Any) -> None:
-        settings = {
-            "policies": "policies",
-            "host_facts": "host.json",
-            "audit_log": "audit.jsonl",
-            "host_name": f"node-{self.name}",
-            "check_permissions": False,  # the testbed lives below /tmp, which every user can write
-            **keys,
-        }
-        self.config.write_text(json.dumps(settings, indent=2) + "\n")
-
-    def records(self, vm: str | None = None) -> list[dict[str, Any]]:
-        if not self.audit_log.exists():
-            return []
-        records = [json.loads(line) for line in self.audit_log.read_text().splitlines()]
-        return [r for r in records if vm is None or r["vm"] == vm]
 
 
 @pytest.fixture(scope="module")
