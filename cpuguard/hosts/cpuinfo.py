@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cpuguard.errors import BadInput
+from cpuguard.hosts.refusal import NotThisKind
 from cpuguard.records import HostFacts
 from cpuguard.vocabulary import Vocabulary
 
@@ -44,7 +45,7 @@ def parse_cpuinfo(
     """Parse /proc/cpuinfo text. Flags are the intersection over all CPUs listed
     (hybrid parts and odd firmware can differ per CPU; a guest may land on any)."""
     if "\x00" in text:
-        raise BadInput(where, "contains NUL bytes: not a /proc/cpuinfo copy")
+        raise NotThisKind(where, "contains NUL bytes")
     last_line = text.rsplit("\n", 1)[-1]
     if last_line.partition(":")[0].strip() in ("flags", "Features"):
         # A copy cut in the middle of a flags line parses as a CPU with fewer features. Linux
@@ -53,7 +54,7 @@ def parse_cpuinfo(
         raise BadInput(where, f"ends in the middle of a '{key}' line, without a newline: a truncated copy?")
     blocks = [b for b in _blocks(text) if "processor" in b]
     if not blocks:
-        raise BadInput(where, "no 'processor' entries: not a /proc/cpuinfo copy")
+        raise NotThisKind(where, "no 'processor' entries")
     first = blocks[0]
     if "flags" in first:  # x86
         flag_sets = [frozenset(b.get("flags", "").split()) for b in blocks]
@@ -76,7 +77,7 @@ def parse_cpuinfo(
         vendor = first.get("CPU implementer", "")
         model_name = first.get("model name", first.get("CPU part", ""))
     else:
-        raise BadInput(where, "neither 'flags' nor 'Features' found: not a /proc/cpuinfo copy")
+        raise NotThisKind(where, "neither 'flags' nor 'Features' found")
     return HostFacts(
         name=name,
         arch=arch,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cpuguard.cpumodels import CpuMap
 from cpuguard.errors import BadInput
+from cpuguard.hosts.refusal import NotThisKind
 from cpuguard.records import HostFacts
 from cpuguard.vocabulary import Vocabulary
 from cpuguard.xmlsafe import parse_xml
@@ -62,7 +63,12 @@ def parse_capabilities(
     name: str = "",
     captured_at: datetime | None = None,
 ) -> HostFacts:
-    root = parse_xml(text, where, root=("capabilities", "domainCapabilities"))
+    try:
+        root = parse_xml(text, where)
+    except BadInput as exc:  # not XML at all: perhaps another kind of host file
+        raise NotThisKind(where, exc.problem) from None
+    if root.tag not in ("capabilities", "domainCapabilities"):
+        raise NotThisKind(where, f"root element <{root.tag}>")
     if root.tag == "domainCapabilities":
         return parse_domcapabilities(text, where, vocabulary, cpu_map, name=name, captured_at=captured_at, root=root)
     cpu = root.find("host/cpu")

@@ -25,6 +25,7 @@ from typing import Any
 
 from cpuguard import __version__
 from cpuguard.errors import BadInput
+from cpuguard.hosts.refusal import NotThisKind
 from cpuguard.jsonsafe import parse_json
 from cpuguard.records import HostFacts
 from cpuguard.vocabulary import Vocabulary
@@ -66,7 +67,7 @@ def _str(raw: Mapping[str, Any], key: str, where: Path | str, *, optional: bool 
 
 def snapshot_from_dict(raw: Any, where: Path | str, vocabulary: Vocabulary, *, name: str | None = None) -> HostFacts:
     if not isinstance(raw, dict):
-        raise BadInput(where, "not a cpuguard snapshot (expected a JSON object)")
+        raise NotThisKind(where, "not a JSON object")
     # the format version first: a newer cpuguard's snapshot is "unsupported", not "broken"
     if "cpuguard_snapshot" in raw and (
         type(raw["cpuguard_snapshot"]) is not int or raw["cpuguard_snapshot"] != FORMAT_VERSION  # true == 1
@@ -110,7 +111,11 @@ def snapshot_from_dict(raw: Any, where: Path | str, vocabulary: Vocabulary, *, n
 def parse_snapshot(data: bytes, where: Path | str, vocabulary: Vocabulary, *, name: str | None = None) -> HostFacts:
     if len(data) > MAX_SNAPSHOT_BYTES:  # read_bytes' cap differs when the file's kind was guessed
         raise BadInput(where, f"snapshot is larger than {MAX_SNAPSHOT_BYTES} bytes, refusing it")
-    return snapshot_from_dict(parse_json(data, where), where, vocabulary, name=name)
+    try:
+        raw = parse_json(data, where)
+    except BadInput as exc:  # not JSON at all: perhaps another kind of host file
+        raise NotThisKind(where, exc.problem) from None
+    return snapshot_from_dict(raw, where, vocabulary, name=name)
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from cpuguard.errors import BadInput, MissingDependency
 from cpuguard.hosts.cpuinfo import MAX_CPUINFO_BYTES, parse_cpuinfo
 from cpuguard.hosts.libvirtxml import parse_capabilities
+from cpuguard.hosts.refusal import NotThisKind
 from cpuguard.hosts.snapshot import parse_snapshot
 from cpuguard.hosts.synthetic import level_host, model_host, uarch_host
 from cpuguard.knowledge import Knowledge
@@ -57,21 +58,66 @@ def as_kvm_host(facts: HostFacts, knowledge: Knowledge) -> HostFacts:
     return replace(facts, flags=facts.flags | provided, notes=(*facts.notes, note))
 
 
-def host_from_file(path: Path, knowledge: Knowledge, *, name: str = "") -> HostFacts:
-    data = read_bytes(path, MAX_CPUINFO_BYTES)
+#: The host files cpuguard reads, as a refusal names them; and what a file is taken for, shorter.
+_SNAPSHOT = "a cpuguard snapshot"
+_LIBVIRT = "a libvirt capabilities or domcapabilities document"
+_CPUINFO = "a /proc/cpuinfo copy"
+_SHORT = {_SNAPSHOT: "a cpuguard snapshot", _LIBVIRT: "libvirt XML", _CPUINFO: "a /proc/cpuinfo copy"}
+_BY_SUFFIX = {".json": _SNAPSHOT, ".xml": _LIBVIRT}
+
+
+def _taken_for(path: Path, data: bytes) -> tuple[str, str]:
+    """What a host file is taken for, and why: its first character, else its suffix."""
     head = data.lstrip()[:1]
     if head == b"{":
-        return parse_snapshot(data, path, knowledge.vocabulary, name=name or None)
+        return _SNAPSHOT, "it starts with '{'"
     if head == b"<":
+        return _LIBVIRT, "it starts with '<'"
+    by_suffix = _BY_SUFFIX.get(path.suffix.lower())
+    if by_suffix is not None:
+        return by_suffix, f"its name ends in {path.suffix}"
+    return _CPUINFO, "it starts with neither '{' nor '<'"
+
+
+def _read_as(kind: str, data: bytes, path: Path, knowledge: Knowledge, name: str) -> HostFacts:
+    if kind == _SNAPSHOT:
+        if data.lstrip()[:1] != b"{":
+            raise NotThisKind(path, "does not start with '{'")
+        return parse_snapshot(data, path, knowledge.vocabulary, name=name or None)
+    if kind == _LIBVIRT:
+        if data.lstrip()[:1] != b"<":
+            raise NotThisKind(path, "does not start with '<'")
         facts = parse_capabilities(data, path, knowledge.vocabulary, knowledge.cpu_map, name=name)
         return as_kvm_host(facts, knowledge) if facts.kind == "capabilities" else facts
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadInput(path, "not UTF-8 text: not a snapshot, capabilities XML or /proc/cpuinfo") from None
-    if not text.strip():
-        raise BadInput(path, "empty file")
+        raise NotThisKind(path, "not UTF-8 text") from None
     return as_kvm_host(parse_cpuinfo(text, path, knowledge.vocabulary, name=name), knowledge)
+
+
+def host_from_file(path: Path, knowledge: Knowledge, *, name: str = "") -> HostFacts:
+    """A snapshot, libvirt XML or a /proc/cpuinfo copy, told apart by content (then by suffix).
+
+    When the reader a file is taken for says it is not its kind of document, the file may be
+    another kind (a cpuinfo copy named .xml): the other readers try, and a refusal names what
+    the file was taken for and why each reader refused it."""
+    data = read_bytes(path, MAX_CPUINFO_BYTES)
+    if not data.strip():
+        raise BadInput(path, "empty file")
+    kind, why = _taken_for(path, data)
+    try:
+        return _read_as(kind, data, path, knowledge, name)
+    except NotThisKind as exc:
+        refusals = [f"not {kind}: {exc.problem}"]
+    for other in (_LIBVIRT, _CPUINFO, _SNAPSHOT):
+        if other == kind:
+            continue
+        try:
+            return _read_as(other, data, path, knowledge, name)
+        except NotThisKind as exc:
+            refusals.append(f"not {other}: {exc.problem}")
+    raise BadInput(path, f"taken for {_SHORT[kind]} ({why}), but {'; '.join(refusals)}")
 
 
 def host_from_hypervisor(hv: Hypervisor, knowledge: Knowledge, *, name: str = "") -> HostFacts:

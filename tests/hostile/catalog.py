@@ -93,7 +93,7 @@ _CAPS = "<capabilities><host><cpu><arch>x86_64</arch>{inner}</cpu></host></capab
 
 CAPABILITIES_XML = [
     *(c for c in _xml_attacks("capabilities") if c.name not in ("wrong root", "json instead", "binary garbage")),
-    Case("wrong root", b"<domain/>", "expected <capabilities> or <domainCapabilities> as the root element"),
+    Case("wrong root", b"<domain/>", "not a libvirt capabilities or domcapabilities document: root element <domain>"),
     Case("no host cpu", b"<capabilities><host/></capabilities>", "no <host><cpu> element in capabilities XML"),
     Case("no arch", b"<capabilities><host><cpu><model>Westmere</model></cpu></host></capabilities>",
          "no <arch> in <host><cpu>"),
@@ -147,8 +147,8 @@ _SNAP_OK = '"cpuguard_snapshot": 1, "arch": "x86_64", "flags": ["avx2"]'
 
 SNAPSHOT_JSON = [
     # host_from_file takes what does not start with "{" or "<" for a /proc/cpuinfo copy
-    Case("not an object", b"[1, 2, 3]", "no 'processor' entries: not a /proc/cpuinfo copy"),
-    Case("null", b"null\n", "no 'processor' entries: not a /proc/cpuinfo copy"),
+    Case("not an object", b"[1, 2, 3]", "not a /proc/cpuinfo copy: no 'processor' entries"),
+    Case("null", b"null\n", "not a /proc/cpuinfo copy: no 'processor' entries"),
     Case("unterminated", b'{"cpuguard_snapshot": 1, "arch": "x86', "not valid JSON"),
     Case("missing flags", _snap('"cpuguard_snapshot": 1, "arch": "x86_64"'), "missing key 'flags'"),
     Case("future format", _snap('"cpuguard_snapshot": 2, "arch": "x86_64", "flags": []'),
