@@ -158,7 +158,24 @@ class _Graph:
         return self.plt_names.get(i) or self.program.functions[i].name
 
 
-def _roots(program: Program, graph: _Graph) -> set[int]:
+def _unentered_exports(program: Program, knowledge: DispatchKnowledge) -> set[int]:
+    """Exported functions that are no way into the file: those of a program that loads no code.
+
+    A library is entered through its exported functions; a program is not.
+    A program exports all its functions when linked with -rdynamic
+    (mkfs.btrfs exports a sha256_process_x86 that nothing in it calls), and
+    only a plugin it loads at run time can call them (python3's extension
+    modules, asterisk's modules), so they stay entries of a program that can
+    load code. The compiler keeps such a function for its export, not for a
+    pointer the analysis missed: it is not an entry for being unreferenced
+    either.
+    """
+    if program.kind == "shared-object" or knowledge.loads_code(program.got_names.values()):
+        return set()
+    return program.exported
+
+
+def _roots(program: Program, graph: _Graph, knowledge: DispatchKnowledge) -> set[int]:
     functions = program.functions
     index = {f.start: i for i, f in enumerate(functions)}
     referenced: set[int] = set()
@@ -166,11 +183,12 @@ def _roots(program: Program, graph: _Graph) -> set[int]:
         referenced.update(targets)
     roots: set[int] = set()
     whole_sections = {i for i, f in enumerate(functions) if f.origin == GAP and "@" not in f.name}
-    for address in {program.entry} | program.exported | program.data_pointers | set(program.resolvers):
+    unentered = _unentered_exports(program, knowledge)
+    for address in {program.entry} | (program.exported - unentered) | program.data_pointers | set(program.resolvers):
         if address in index:
             roots.add(index[address])
     for i, fn in enumerate(functions):
-        if fn.origin in (GAP, PLT):
+        if fn.origin in (GAP, PLT) or fn.start in unentered:
             continue
         # A function nothing refers to may be called through a pointer the
         # analysis missed, so it is a root -- unless it is only a second
@@ -234,6 +252,14 @@ def _guard_reasons(
             clone = knowledge.is_clone_name(name)
             kind = "target_clones variant" if clone else "CPU-specific variant, by its name"
             entries.append((0 if clone else 1, j, f"{name} is a {kind}", "high" if clone else "medium"))
+    unentered = _unentered_exports(program, knowledge)
+    for j, fn in enumerate(program.functions):
+        if fn.start in unentered and j not in reachable:
+            why = (
+                f"{graph.name(j)} is exported, but nothing in the program refers to it"
+                " (a program is entered at its ELF entry, not through its exports)"
+            )
+            entries.append((2, j, why, "medium"))
     entries.sort(key=lambda e: (e[0], e[1]))
     queue: deque[int] = deque()
     for _, j, why, confidence in entries:
@@ -317,7 +343,7 @@ def classify(
         reasons: dict[int, tuple[str, str]] = {}
     else:
         graph = _Graph(program, codes, facts, knowledge, baseline, table)
-        reachable = _reachable(graph, _roots(program, graph))
+        reachable = _reachable(graph, _roots(program, graph, knowledge))
         reasons = _guard_reasons(program, graph, reachable, knowledge)
 
     required_uses = _feature_uses(graph, facts, reachable)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,11 @@ class DispatchKnowledge:
     variant_name: re.Pattern[str]
     clone_name: re.Pattern[str]
     libraries: tuple[tuple[str, str], ...]  # (file name glob, why)
+    code_loaders: Mapping[str, str] = field(default_factory=dict)
+
+    def loads_code(self, imports: Iterable[str]) -> bool:
+        """Whether a program importing ``imports`` can load code that calls its exported functions."""
+        return not self.code_loaders.keys().isdisjoint(imports)
 
     def library_pattern(self, name: str) -> str | None:
         """The ``dispatching_libraries`` pattern ``name`` matches, if any."""
@@ -69,6 +74,7 @@ def parse_dispatch_knowledge(raw: Any, where: Path) -> DispatchKnowledge:
         "variant_tokens",
         "clone_prefixes",
         "dispatching_libraries",
+        "code_loaders",
     }
     unknown = set(raw) - known
     if unknown:
@@ -93,6 +99,7 @@ def parse_dispatch_knowledge(raw: Any, where: Path) -> DispatchKnowledge:
         pattern,
         clone,
         tuple(libraries),
+        _mapping(raw, "code_loaders", where),
     )
 
 

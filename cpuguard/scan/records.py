@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 # Part of the cache key: bump whenever a scan of the same bytes would change.
-SCANNER_VERSION = "1"
+SCANNER_VERSION = "2"
 
 # Evidence kinds for a required feature.
 DECODED = "decoded"  # instructions found in code reachable from the entry points
