@@ -4,9 +4,10 @@ a screen, and the smaller consistencies of issue 14 (items 3, 5 and 8)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from tests.conftest import run_cpuguard
+from tests.conftest import EXAMPLE_POLICIES, run_cpuguard
 
 
 def test_a_junk_xml_host_file_says_what_it_was_taken_for_and_why_each_reader_refused(tmp_path: Path) -> None:
@@ -36,3 +37,130 @@ def test_a_cpuinfo_copy_named_xml_is_still_read(tmp_path: Path) -> None:
     result = run_cpuguard("host", "show", str(copy), "--format", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["host"]["kind"] == "cpuinfo"
+
+
+def _fleet_with_unreadable_mid_node(tmp_path: Path) -> Path:
+    policies = tmp_path / "policies"
+    shutil.copytree(EXAMPLE_POLICIES, policies)
+    (policies / "hosts" / "mid-node.xml").write_text("<foo/>\n")
+    return policies
+
+
+MID_NODE_REFUSED = (
+    "taken for libvirt XML (it starts with '<'), but not a libvirt capabilities or domcapabilities document: "
+    "root element <foo>; not a /proc/cpuinfo copy: no 'processor' entries; not a cpuguard snapshot: "
+    "does not start with '{'"
+)
+
+
+def test_evacuate_says_incomplete_first_and_undecided_for_want_of_facts(tmp_path: Path) -> None:
+    policies = _fleet_with_unreadable_mid_node(tmp_path)
+    result = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(policies))
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    assert lines[:6] == [
+        "INCOMPLETE: 1 item could not be read; the plan covers the rest:",
+        f"  host mid-node: {policies}/hosts/mid-node.xml: {MID_NODE_REFUSED}",
+        "",
+        "Evacuating new-node (live moves) to old-node (mid-node could not be read: left out): "
+        "3 VMs, 0 stranded, 3 undecided",
+        "  undecided (no target read takes them; mid-node might): app01, db01, pbx01",
+        "",
+    ]
+    assert "UNDECIDED db01: no host read can take it (live); mid-node could not be read and might" in lines
+    assert "  stranded by the workload: no target read offers what its software needs" in lines
+    assert not any(line.startswith("INCOMPLETE") for line in lines[1:])  # said once, first
+
+    markdown = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(policies), "--format", "markdown")
+    assert markdown.returncode == 2
+    assert markdown.stdout.splitlines()[:7] == [
+        "**INCOMPLETE: 1 item could not be read; the plan covers the rest:**",
+        "",
+        f"- host mid-node: {policies}/hosts/mid-node.xml: {MID_NODE_REFUSED}",
+        "",
+        "## Evacuating `new-node` (live moves)",
+        "",
+        "Targets: old-node (mid-node could not be read: left out)",
+    ]
+    assert "**3 of 5 VMs" not in markdown.stdout
+    assert (
+        "**3 of 3 VMs are undecided:** `app01`, `db01`, `pbx01` -- no target read takes them; "
+        "mid-node could not be read and might" in markdown.stdout
+    )
+
+    data = json.loads(
+        run_cpuguard("plan", "evacuate", "new-node", "--policies", str(policies), "--format", "json").stdout
+    )
+    assert next(iter(data)) == "complete" and data["complete"] is False
+    assert data["stranded"] == [] and data["undecided"] == ["app01", "db01", "pbx01"]
+    assert data["dropped_targets"] == [
+        {"host": "mid-node", "message": f"{policies}/hosts/mid-node.xml: {MID_NODE_REFUSED}"}
+    ]
+    assert {vm["vm"]: vm["unread_targets"] for vm in data["vms"]}["db01"] == ["mid-node"]
+
+
+def test_evacuate_html_says_incomplete_first_in_chromium(tmp_path: Path) -> None:
+    from tests.planning.chromium import DomIndex, dump_dom
+
+    policies = _fleet_with_unreadable_mid_node(tmp_path)
+    page = tmp_path / "evacuate.html"
+    result = run_cpuguard("plan", "evacuate", "new-node", "--policies", str(policies), "--report", str(page))
+    assert result.returncode == 2
+    dom = DomIndex(dump_dom(page))
+    body = [e for e in dom.elements if e.tag in ("p", "h1", "h2", "ul")]
+    assert body[0].attrs.get("id") == "incomplete"
+    assert body[0].text == "INCOMPLETE: 1 item could not be read; the plan covers the rest:"
+    assert body[1].text == f"host mid-node: {policies}/hosts/mid-node.xml: {MID_NODE_REFUSED}"
+    assert body[2].text == "Evacuating new-node"
+    assert body[3].text == "Live moves to old-node (mid-node could not be read: left out)."
+    assert dom.find("h2", data_vm="db01")[0].text == (
+        "db01 — undecided: no target read takes it; mid-node could not be read and might"
+    )
+
+
+def test_baseline_of_the_readable_hosts_says_incomplete_before_the_cpu(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.xml"
+    junk.write_text("junk\n")
+    old = EXAMPLE_POLICIES / "hosts" / "old-node.xml"
+    result = run_cpuguard("baseline", str(old), str(junk))
+    assert result.returncode == 2, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [
+        "INCOMPLETE: 1 item could not be read; the baseline covers the rest:",
+        f"  host {junk}: taken for libvirt XML (its name ends in .xml), but not a libvirt capabilities or "
+        "domcapabilities document: does not start with '<'; not a /proc/cpuinfo copy: no 'processor' entries; "
+        "not a cpuguard snapshot: does not start with '{'",
+        "",
+        f"Baseline of 1 host: {old}",
+    ]
+    xml_at = lines.index("<cpu mode='custom' match='exact' check='partial'>")
+    assert lines[xml_at - 1] == f"Guest CPU definition (domain XML) for the hosts read, not for {junk}:"
+    assert result.stderr == ""
+    # nothing readable at all: one line, exit 2
+    alone = run_cpuguard("baseline", str(junk))
+    assert alone.returncode == 2 and alone.stdout == ""
+    assert (
+        alone.stderr.startswith(f"cpuguard: error: host {junk}: taken for libvirt XML")
+        and alone.stderr.count("\n") == 1
+    )
+
+
+def test_baseline_names_a_feature_libvirt_spells_differently_beside_the_xml() -> None:
+    result = run_cpuguard("baseline")
+    assert result.returncode == 0, result.stderr
+    assert "  libvirt model: Westmere-IBRS + pclmulqdq (libvirt: pclmuldq)" in result.stdout.splitlines()
+    assert "  <feature policy='require' name='pclmuldq'/>" in result.stdout.splitlines()
+
+
+def test_check_says_the_vm_runs_there_already_and_has_no_policy() -> None:
+    result = run_cpuguard("check", "vm", "ci01", "host", "old-node")
+    assert result.returncode == 0
+    assert result.stdout == (
+        "ALLOW  ci01 can move to old-node (live migration or memory-image restore)\n"
+        "  levels: ci01 uses features up to x86-64-v2; old-node offers all of x86-64-v2\n"
+        "  live rule: the host must offer every feature the running guest sees now, plus what its CPU definition "
+        "and workload need\n"
+        "  note: ci01 already runs on old-node\n"
+        "  note: ci01 has no policy, so nothing declares what its workload needs\n"
+        "  host facts: capabilities:policies/hosts/old-node.xml\n"
+    )

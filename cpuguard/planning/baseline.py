@@ -107,4 +107,7 @@ def cluster_baseline(
         held_back=tuple(held_back),
         notes=tuple(notes),
         problems=tuple(sorted(set(problems))),
+        libvirt_spelling=tuple(
+            (f, name) for f in (*extra_set, *disabled_set) if (name := knowledge.vocabulary.libvirt_name(f) or f) != f
+        ),
     )

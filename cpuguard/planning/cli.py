@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cpuguard.errors import BadInput, UnknownName
+from cpuguard.planning.records import Problem
 from cpuguard.records import HostFacts, Move
 
 if TYPE_CHECKING:
@@ -224,7 +225,7 @@ def evacuate_cmd(
     named = set(fleet.host_entries) | set(hosts)
     meta = report_meta(fleet.inventory, hosts, len(named), len(fleet.vms))
     emit("evacuation", result, fmt, reports, meta)
-    raise SystemExit(exit_code(bool(result.stranded), result.complete))
+    raise SystemExit(exit_code(bool(result.stranded or result.undecided), result.complete))
 
 
 @plan.command("matrix")
@@ -284,19 +285,24 @@ def baseline_cmd(
             raise UnknownName(fleet.inventory, "cluster", cluster, difflib.get_close_matches(cluster, known, n=3))
     elif not specs and fleet is not None:
         wanted = sorted(fleet.host_entries)
+    problems: list[Problem] = []
     for spec in specs:
         if fleet is not None and spec in fleet.host_entries:
             wanted.append(spec)
         elif looks_like_source(spec):
-            chosen[spec] = _extra_host(spec)
+            try:
+                chosen[spec] = _extra_host(spec)
+            except BadInput as exc:  # as for an inventory host: the baseline of the others, incomplete
+                problems.append(Problem("host", spec, exc.line() if exc.where != spec else exc.problem))
         else:
             assert fleet is not None
             _known_host(fleet, spec)
             wanted.append(spec)
-    problems = []
     if fleet is not None:
         chosen.update({n: fleet.hosts[n] for n in wanted if n in fleet.hosts})
-        problems = [p for p in fleet.problems if p.kind == "host" and p.name in wanted]
+        problems += [p for p in fleet.problems if p.kind == "host" and p.name in wanted]
+    if not chosen and problems:  # nothing to take a baseline of: say why, one line
+        raise BadInput(None, "; ".join(p.describe() for p in problems))
     result = cluster_baseline(chosen, load_knowledge(), problems=problems)
     inventory_path = fleet.inventory if fleet is not None else None
     vm_count = len(fleet.vms) if fleet is not None else 0
@@ -312,11 +318,15 @@ def baseline_cmd(
     "/var/lib/prometheus/node-exporter/cpuguard.prom) instead of standard output.",
 )  # fmt: skip
 @click.option(
-    "--policies", type=click.Path(path_type=Path, file_okay=False), default=None,
+    "--policies",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
     help="Policies directory (inventory.yaml, vms/). Default as for cpuguard check.",
 )
 @click.option(
-    "--inventory", type=click.Path(path_type=Path), default=None,
+    "--inventory",
+    type=click.Path(path_type=Path),
+    default=None,
     help="Inventory file, or a directory holding inventory.yaml. Default: POLICIES/inventory.yaml.",
 )
 @click.option(
@@ -342,9 +352,7 @@ def metrics_cmd(output: Path | None, policies: Path | None, inventory: Path | No
 
     fleet = _load(policies, inventory, timeout)
     matrix = compute_matrix(list(fleet.vms.values()), fleet.hosts, load_knowledge(), problems=fleet.problems)
-    scanned = {
-        name: vm.policy.guest.scanned_at for name, vm in fleet.vms.items() if vm.policy and vm.policy.guest
-    }
+    scanned = {name: vm.policy.guest.scanned_at for name, vm in fleet.vms.items() if vm.policy and vm.policy.guest}
     knowledge = load_knowledge()
     cache: dict[object, tuple[str, ...]] = {}
     after = {name: hosts_after(vm, fleet.hosts, knowledge, cache) for name, vm in fleet.vms.items()}

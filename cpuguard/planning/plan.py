@@ -108,8 +108,6 @@ def evacuate(
     names = [t for t in targets if t != host] if targets is not None else [h for h in sorted(hosts) if h != host]
     target_facts = {name: hosts[name] for name in names if name in hosts}
     source = hosts.get(host)
-    plans = [plan_vm(vm, host, source, target_facts, knowledge, move) for vm in vms if vm.host == host]
-    plans.sort(key=lambda p: (not p.stranded, p.vm))
     # An unreadable host matters when it is the source or might have been a target.
     relevant = [
         p
@@ -117,6 +115,11 @@ def evacuate(
         if (p.kind == "host" and (targets is None or p.name == host or p.name in targets))
         or (p.kind != "host" and p.concerns(host))
     ]
+    # a VM no target read can take might go to one that could not be read: undecided, not stranded
+    unread = tuple(sorted({p.name for p in relevant if p.kind == "host" and p.name != host}))
+    plans = [plan_vm(vm, host, source, target_facts, knowledge, move) for vm in vms if vm.host == host]
+    plans = [replace(p, unread=unread) if not p.safe and unread else p for p in plans]
+    plans.sort(key=lambda p: (bool(p.safe), not p.stranded, p.vm))
     return EvacuationPlan(
         host=host,
         move=move,

@@ -120,10 +120,19 @@ class VmPlan:
     advised: AdvisedCpu | None = None
     advised_targets: tuple[str, ...] = ()
     workload_missing: tuple[Missing, ...] = ()
+    # targets whose facts could not be read: any of them might take a VM no other target takes
+    unread: tuple[str, ...] = ()
 
     @property
     def stranded(self) -> bool:
-        return not self.safe
+        """No safe target, and every possible target was read: certainly stranded."""
+        return not self.safe and not self.unread
+
+    @property
+    def undecided(self) -> bool:
+        """No safe target among the targets read, but some could not be read (``unread``): it is
+        stranded only for want of facts, as far as cpuguard knows."""
+        return not self.safe and bool(self.unread)
 
 
 @dataclass(frozen=True)
@@ -137,7 +146,18 @@ class EvacuationPlan:
 
     @property
     def stranded(self) -> tuple[VmPlan, ...]:
+        """The VMs certainly stranded: no safe target, and every target was read."""
         return tuple(v for v in self.vms if v.stranded)
+
+    @property
+    def undecided(self) -> tuple[VmPlan, ...]:
+        """The VMs with no safe target among the targets read, that an unread target might take."""
+        return tuple(v for v in self.vms if v.undecided)
+
+    @property
+    def dropped(self) -> tuple[Problem, ...]:
+        """The targets left out because their facts could not be read (and why)."""
+        return tuple(p for p in self.problems if p.kind == "host" and p.name != self.host)
 
     def stranded_by(self, cause: str) -> tuple[VmPlan, ...]:
         """The stranded VMs whose cause is ``configuration`` or ``workload``."""
@@ -147,7 +167,9 @@ class EvacuationPlan:
     def evacuable_after_reconfiguration(self) -> bool:
         """Some VM is stranded, and every stranded one only by its configuration: once each has
         booted with its advised <cpu>, the host can be emptied."""
-        return bool(self.stranded) and all(v.stranded_by == "configuration" for v in self.stranded)
+        return (
+            bool(self.stranded) and not self.undecided and all(v.stranded_by == "configuration" for v in self.stranded)
+        )
 
     @property
     def complete(self) -> bool:
@@ -175,3 +197,10 @@ class Baseline:
     # canonical guest features neither in the model nor in ``extra``: KVM offers them on every host
     hypervisor_provided: tuple[str, ...] = ()
     problems: tuple[Problem, ...] = ()
+    # (canonical, libvirt) of the extra and disabled features whose names differ in the <cpu> XML
+    libvirt_spelling: tuple[tuple[str, str], ...] = ()
+
+    def spelled(self, feature: str) -> str:
+        """``pclmulqdq (libvirt: pclmuldq)`` where the <cpu> XML spells a feature differently."""
+        libvirt = dict(self.libvirt_spelling).get(feature)
+        return f"{feature} (libvirt: {libvirt})" if libvirt else feature

@@ -14,7 +14,7 @@ from cpuguard.planning.matrix import Matrix, MatrixVm
 from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, ReportMeta, VmPlan, is_safe
 from cpuguard.records import Move, Verdict
 from cpuguard.render.advice_text import advised_cpu_xml
-from cpuguard.render.plan_text import baseline_xml
+from cpuguard.render.plan_text import baseline_xml, incomplete_head, targets_text
 from cpuguard.render.verdict_text import by_origin
 
 #: Above this many cells the matrix is drawn between classes of identical hosts and VMs.
@@ -60,13 +60,14 @@ def _page(title: str, body: list[str], meta: ReportMeta | None) -> str:
     )
 
 
-def _problems(problems: tuple[Problem, ...]) -> list[str]:
+def _problems(problems: tuple[Problem, ...], what: str = "plan") -> list[str]:
+    """Incomplete first: the report's first words say so, the items follow."""
     if not problems:
         return []
     items = "".join(f"<li>{_e(p.describe())}</li>" for p in problems)
     return [
-        '<h2 id="problems">Incomplete: items that could not be read</h2>',
-        f'<ul class="problems">{items}</ul>',
+        f'<p class="summary incomplete" id="incomplete">{_e(incomplete_head(problems, what))}:</p>',
+        f'<ul class="problems" id="problems">{items}</ul>',
     ]
 
 
@@ -95,37 +96,46 @@ def _cause(vm: VmPlan) -> list[str]:
         ]
     if vm.stranded_by == "workload":
         needs = "; ".join(f"{', '.join(f)} ({o.detail})" for o, f in by_origin(vm.workload_missing))
+        read = " read" if vm.unread else ""
         return [
-            '<p class="cause" data-cause="workload">Stranded by the workload: no target offers what its '
+            f'<p class="cause" data-cause="workload">Stranded by the workload: no target{read} offers what its '
             f"software needs: {_e(needs)}.</p>"
         ]
     return []
 
 
+def _move_cell(verdict: Verdict) -> str:
+    """A Live or Cold cell: ok, or no with the reasons of that rule beside it."""
+    if is_safe(verdict):
+        return '<td class="ok">ok</td>'
+    return f'<td class="no">no<div class="missing">{_reasons(verdict)}</div></td>'
+
+
 def _vm_table(vm: VmPlan) -> list[str]:
-    status = "stranded: no safe target" if vm.stranded else f"safe targets: {', '.join(vm.safe)}"
+    if vm.undecided:
+        status = f"undecided: no target read takes it; {', '.join(vm.unread)} could not be read and might"
+    elif vm.stranded:
+        status = "stranded: no safe target"
+    else:
+        status = f"safe targets: {', '.join(vm.safe)}"
     lines = [
-        f'<h2 id="vm-{_e(vm.vm)}" data-vm="{_e(vm.vm)}" data-stranded="{str(vm.stranded).lower()}">'
-        f"{_e(vm.vm)} &mdash; {_e(status)}</h2>"
+        f'<h2 id="vm-{_e(vm.vm)}" data-vm="{_e(vm.vm)}" data-stranded="{str(vm.stranded).lower()}" '
+        f'data-undecided="{str(vm.undecided).lower()}">{_e(vm.vm)} &mdash; {_e(status)}</h2>'
     ]
-    if vm.stranded and vm.cold_only:
+    if not vm.safe and vm.cold_only:
         lines.append(f"<p>After a shutdown (cold move) it could start on: {_e(', '.join(vm.cold_only))}.</p>")
-    elif vm.stranded and vm.move is Move.LIVE:
-        lines.append("<p>After a shutdown (cold move) no target could start it either.</p>")
+    elif not vm.safe and vm.move is Move.LIVE:
+        lines.append(
+            f"<p>After a shutdown (cold move) no target{' read' if vm.unread else ''} could start it either.</p>"
+        )
     lines.extend(_cause(vm))
-    lines.append("<table><tr><th>Target</th><th>Live move</th><th>Cold move</th><th>Why not</th></tr>")
+    lines.append("<table><tr><th>Target</th><th>Live move</th><th>Cold move</th></tr>")
     for candidate in vm.candidates:
         live, cold = is_safe(candidate.live), is_safe(candidate.cold)
-        chosen = candidate.verdict(vm.move)
-        why = "" if is_safe(chosen) else _reasons(chosen)
         lines.append(
             f'<tr data-vm="{_e(vm.vm)}" data-host="{_e(candidate.host)}" '
             f'data-live="{"ok" if live else "no"}" data-cold="{"ok" if cold else "no"}">'
-            f"<td>{_e(candidate.host)}</td>"
-            f'<td class="{"ok" if live else "no"}">{"ok" if live else "no"}</td>'
-            f'<td class="{"ok" if cold else "no"}">{"ok" if cold else "no"}</td>'
-            f'<td class="missing">{why}</td>'
-            "</tr>"
+            f"<td>{_e(candidate.host)}</td>{_move_cell(candidate.live)}{_move_cell(candidate.cold)}</tr>"
         )
     lines.append("</table>")
     lines.extend(f'<p class="origin">note: {_e(note)}</p>' for note in vm.notes)
@@ -133,21 +143,25 @@ def _vm_table(vm: VmPlan) -> list[str]:
 
 
 def render_evacuation_html(plan: EvacuationPlan, meta: ReportMeta | None = None) -> str:
-    stranded = plan.stranded
+    stranded, undecided = plan.stranded, plan.undecided
     kind = "incomplete" if not plan.complete else ("bad" if stranded else "good")
-    summary = (
-        f"{len(stranded)} of {len(plan.vms)} VMs have no safe target: {', '.join(v.vm for v in stranded)}"
-        if stranded
-        else f"every one of {len(plan.vms)} VMs has a safe target"
-    )
+    parts = []
+    if undecided:
+        parts.append(
+            f"{len(undecided)} of {len(plan.vms)} VMs are undecided (no target read takes them; "
+            f"{', '.join(undecided[0].unread)} could not be read and might): {', '.join(v.vm for v in undecided)}"
+        )
+    if stranded:
+        parts.append(f"{len(stranded)} of {len(plan.vms)} VMs have no safe target: {', '.join(v.vm for v in stranded)}")
+    summary = "; ".join(parts) or f"every one of {len(plan.vms)} VMs has a safe target"
     body = [
+        *_problems(plan.problems),
         f"<h1>Evacuating {_e(plan.host)}</h1>",
-        f"<p>{_e(plan.move.value.capitalize())} moves to {_e(', '.join(plan.targets) or 'no other host')}.</p>",
+        f"<p>{_e(plan.move.value.capitalize())} moves to {_e(targets_text(plan))}.</p>",
         f'<p class="summary {kind}" id="summary">{_e(summary)}</p>',
     ]
     for vm in plan.vms:
         body.extend(_vm_table(vm))
-    body.extend(_problems(plan.problems))
     return _page(f"cpuguard: evacuating {plan.host}", body, meta)
 
 
@@ -219,6 +233,7 @@ def render_matrix_html(matrix: Matrix, meta: ReportMeta | None = None, cell_limi
     if causes:
         summary += f" (stranded {'; '.join(causes)})"
     body = [
+        *_problems(matrix.problems),
         f"<h1>VM &times; host compatibility: {len(matrix.vms)} VMs, {len(matrix.hosts)} hosts</h1>",
         f'<p class="summary {kind}" id="summary">{_e(summary)}</p>',
         _legend(),
@@ -231,13 +246,12 @@ def render_matrix_html(matrix: Matrix, meta: ReportMeta | None = None, cell_limi
             cells = "".join(_cell(matrix, vm, column) for column in range(len(matrix.hosts)))
             body.append(f'<tr><th data-vm="{_e(vm.name)}">{_e(vm.name)}</th>{cells}</tr>')
         body.append("</table>")
-    body.extend(_problems(matrix.problems))
     return _page("cpuguard: VM x host matrix", body, meta)
 
 
 def render_baseline_html(baseline: Baseline, meta: ReportMeta | None = None) -> str:
-    extras = [f"+ {', '.join(baseline.extra)}"] if baseline.extra else []
-    extras += [f"- {', '.join(baseline.disabled)}"] if baseline.disabled else []
+    extras = [f"+ {', '.join(map(baseline.spelled, baseline.extra))}"] if baseline.extra else []
+    extras += [f"- {', '.join(map(baseline.spelled, baseline.disabled))}"] if baseline.disabled else []
     rows = [
         ("Hosts", ", ".join(baseline.hosts)),
         ("x86-64 level", baseline.level or "below x86-64-v1"),
@@ -246,6 +260,7 @@ def render_baseline_html(baseline: Baseline, meta: ReportMeta | None = None) -> 
         ("Guest features", str(len(baseline.guest_features))),
     ]
     body = [
+        *_problems(baseline.problems, "baseline"),
         f"<h1>Cluster baseline of {len(baseline.hosts)} hosts</h1>",
         '<table id="baseline">' + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>",
         "<h2>Guest CPU definition</h2>",
@@ -259,5 +274,4 @@ def render_baseline_html(baseline: Baseline, meta: ReportMeta | None = None) -> 
         )
         body.append("</table>")
     body.extend(f'<p class="origin">note: {_e(note)}</p>' for note in baseline.notes)
-    body.extend(_problems(baseline.problems))
     return _page("cpuguard: cluster baseline", body, meta)

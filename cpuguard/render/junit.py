@@ -66,9 +66,15 @@ def render_evacuation_junit(plan: EvacuationPlan, meta: ReportMeta | None = None
     root = Element("testsuites", name="cpuguard plan evacuate")
     suite = _suite(root, f"evacuate {plan.host} ({plan.move.value})", meta)
     classname = f"cpuguard.evacuate.{plan.host}"
+    _problem_cases(suite, classname, plan.problems)  # incomplete first
     for vm in sorted(plan.vms, key=lambda v: v.vm):
         case = SubElement(suite, "testcase", classname=classname, name=vm.vm)
-        if vm.stranded:
+        if vm.undecided:
+            unread = ", ".join(vm.unread)
+            message = f"no target read takes {vm.vm} ({vm.move.value} move); {unread} could not be read and might"
+            error = SubElement(case, "error", message=message, type="incomplete")
+            error.text = message
+        elif vm.stranded:
             message = f"no safe target for {vm.vm} ({vm.move.value} move)"
             if vm.stranded_by == "configuration" and vm.advised is not None:
                 # the fix, where a CI system shows only the message
@@ -94,7 +100,6 @@ def render_evacuation_junit(plan: EvacuationPlan, meta: ReportMeta | None = None
         else:
             out = SubElement(case, "system-out")
             out.text = f"safe targets ({vm.move.value}): {', '.join(vm.safe)}"
-    _problem_cases(suite, classname, plan.problems)
     return _finish(root)
 
 

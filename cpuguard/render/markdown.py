@@ -7,7 +7,7 @@ from cpuguard.planning.matrix import Matrix
 from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, ReportMeta, is_safe
 from cpuguard.records import Move
 from cpuguard.render.advice_text import advised_cpu_xml
-from cpuguard.render.plan_text import GRID_MAX_HOSTS, baseline_xml
+from cpuguard.render.plan_text import GRID_MAX_HOSTS, baseline_xml, incomplete_head, targets_text
 from cpuguard.render.verdict_text import by_origin
 
 
@@ -16,10 +16,11 @@ def _cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _problems(problems: tuple[Problem, ...]) -> list[str]:
+def _problems(problems: tuple[Problem, ...], what: str = "plan") -> list[str]:
+    """Incomplete first: the report's first line says so, the items follow."""
     if not problems:
         return []
-    return ["", "### Incomplete: items that could not be read", ""] + [f"- {_cell(p.describe())}" for p in problems]
+    return [f"**{incomplete_head(problems, what)}:**", ""] + [f"- {_cell(p.describe())}" for p in problems] + [""]
 
 
 def _meta(meta: ReportMeta | None) -> list[str]:
@@ -29,12 +30,21 @@ def _meta(meta: ReportMeta | None) -> list[str]:
 
 
 def render_evacuation_markdown(plan: EvacuationPlan, meta: ReportMeta | None = None) -> str:
-    stranded = plan.stranded
-    lines = [f"## Evacuating `{plan.host}` ({plan.move.value} moves)", ""]
+    stranded, undecided = plan.stranded, plan.undecided
+    lines = [*_problems(plan.problems), f"## Evacuating `{plan.host}` ({plan.move.value} moves)", ""]
+    if plan.dropped:
+        lines += [f"Targets: {_cell(targets_text(plan))}", ""]
+    if undecided:
+        names = ", ".join(f"`{v.vm}`" for v in undecided)
+        unread = ", ".join(undecided[0].unread)
+        lines.append(
+            f"**{len(undecided)} of {len(plan.vms)} VMs are undecided:** {names} -- no target read takes them; "
+            f"{_cell(unread)} could not be read and might"
+        )
     if stranded:
         names = ", ".join(f"`{v.vm}`" for v in stranded)
         lines.append(f"**{len(stranded)} of {len(plan.vms)} VMs have no safe target:** {names}")
-    else:
+    elif not undecided:
         lines.append(f"Every one of {len(plan.vms)} VMs has a safe target.")
     lines += ["", "| VM | Safe targets | Cold move only | Why not |", "| --- | --- | --- | --- |"]
     for vm in plan.vms:
@@ -49,12 +59,12 @@ def render_evacuation_markdown(plan: EvacuationPlan, meta: ReportMeta | None = N
             if verdict.forbidden_present:
                 why.append("has forbidden " + ", ".join(m.feature for m in verdict.forbidden_present))
             reasons.append(f"{candidate.host}: {'; '.join(why)}")
-        safe = ", ".join(vm.safe) or "**none**"
+        safe = ", ".join(vm.safe) or ("**none read** (undecided)" if vm.undecided else "**none**")
         lines.append(
             f"| `{_cell(vm.vm)}` | {_cell(safe)} | {_cell(', '.join(vm.cold_only) or '-')} "
             f"| {'<br>'.join(_cell(r) for r in reasons) or '-'} |"
         )
-    lines += _causes(plan) + _problems(plan.problems) + _meta(meta)
+    lines += _causes(plan) + _meta(meta)
     return "\n".join(lines) + "\n"
 
 
@@ -77,7 +87,7 @@ def _causes(plan: EvacuationPlan) -> list[str]:
 
 
 def render_matrix_markdown(matrix: Matrix, meta: ReportMeta | None = None) -> str:
-    lines = [f"## VM × host matrix: {len(matrix.vms)} VMs, {len(matrix.hosts)} hosts", ""]
+    lines = [*_problems(matrix.problems), f"## VM × host matrix: {len(matrix.vms)} VMs, {len(matrix.hosts)} hosts", ""]
     stranded = matrix.stranded
     if stranded:
         lines.append(f"**No host to move to live:** {', '.join(f'`{v.name}`' for v in stranded)}")
@@ -107,14 +117,15 @@ def render_matrix_markdown(matrix: Matrix, meta: ReportMeta | None = None) -> st
         lines += ["| VM | Host | Live targets | Cold targets |", "| --- | --- | --- | --- |"]
         for vm in matrix.vms:
             lines.append(f"| `{_cell(vm.name)}` | {_cell(vm.host or '?')} | {vm.live_targets} | {vm.cold_targets} |")
-    lines += _problems(matrix.problems) + _meta(meta)
+    lines += _meta(meta)
     return "\n".join(lines) + "\n"
 
 
 def render_baseline_markdown(baseline: Baseline, meta: ReportMeta | None = None) -> str:
-    extras = [f"+ {', '.join(baseline.extra)}"] if baseline.extra else []
-    extras += [f"- {', '.join(baseline.disabled)}"] if baseline.disabled else []
+    extras = [f"+ {', '.join(map(baseline.spelled, baseline.extra))}"] if baseline.extra else []
+    extras += [f"- {', '.join(map(baseline.spelled, baseline.disabled))}"] if baseline.disabled else []
     lines = [
+        *_problems(baseline.problems, "baseline"),
         f"## Cluster baseline of {len(baseline.hosts)} hosts",
         "",
         "| | |",
@@ -131,5 +142,5 @@ def render_baseline_markdown(baseline: Baseline, meta: ReportMeta | None = None)
     if baseline.held_back:
         lines += ["", "| Hosts lacking | Features the others have |", "| --- | --- |"]
         lines += [f"| {_cell(', '.join(h))} | {_cell(', '.join(f))} |" for h, f in baseline.held_back]
-    lines += _problems(baseline.problems) + _meta(meta)
+    lines += _meta(meta)
     return "\n".join(lines) + "\n"

@@ -21,13 +21,25 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'s' if count != 1 else ''}"
 
 
-def _problems(problems: tuple[Problem, ...], lines: list[str]) -> None:
+def incomplete_head(problems: tuple[Problem, ...], what: str = "plan") -> str:
+    """The first line of an incomplete report, in every format."""
+    return f"INCOMPLETE: {_plural(len(problems), 'item')} could not be read; the {what} covers the rest"
+
+
+def _problems_first(problems: tuple[Problem, ...], what: str = "plan") -> list[str]:
+    """Incomplete comes first: the first line of the report says so, the problems follow it."""
     if not problems:
-        return
-    lines.append("")
-    lines.append(f"INCOMPLETE: {_plural(len(problems), 'item')} could not be read; the plan covers the rest:")
-    for problem in problems:
-        lines.append(f"  {problem.describe()}")
+        return []
+    return [incomplete_head(problems, what) + ":", *(f"  {problem.describe()}" for problem in problems), ""]
+
+
+def targets_text(plan: EvacuationPlan) -> str:
+    """The targets, and those dropped because they could not be read."""
+    text = ", ".join(plan.targets) or "no other host"
+    dropped = [p.name for p in plan.dropped]
+    if dropped:
+        text += f" ({', '.join(dropped)} could not be read: left out)"
+    return text
 
 
 def _rejection(verdict: Verdict, indent: str) -> list[str]:
@@ -51,7 +63,7 @@ def cause_lines(vm: VmPlan) -> list[str]:
         lines.extend(f"      {line}" for line in advised_cpu_xml(vm.advised).splitlines())
         return lines
     if vm.stranded_by == "workload":
-        lines = ["  stranded by the workload: no target offers what its software needs"]
+        lines = [f"  stranded by the workload: no target{' read' if vm.unread else ''} offers what its software needs"]
         for origin, features in by_origin(vm.workload_missing):
             lines.append(f"      needs {', '.join(features)}")
             lines.append(f"          <- {origin.detail}")
@@ -61,15 +73,19 @@ def cause_lines(vm: VmPlan) -> list[str]:
 
 def _vm_section(vm: VmPlan) -> list[str]:
     move = vm.move.value
-    if vm.stranded:
+    if vm.undecided:
+        head = (
+            f"UNDECIDED {vm.vm}: no host read can take it ({move}); {', '.join(vm.unread)} could not be read and might"
+        )
+    elif vm.stranded:
         head = f"STRANDED  {vm.vm}: no host can take it ({move})"
     else:
         head = f"OK        {vm.vm}: {', '.join(vm.safe)} ({move})"
     lines = [head]
-    if vm.stranded and vm.cold_only:
+    if not vm.safe and vm.cold_only:
         lines.append(f"  after a shutdown (cold move) it could start on: {', '.join(vm.cold_only)}")
-    elif vm.stranded and vm.move is Move.LIVE:
-        lines.append("  after a shutdown (cold move) no target could start it either")
+    elif not vm.safe and vm.move is Move.LIVE:
+        lines.append(f"  after a shutdown (cold move) no target{' read' if vm.unread else ''} could start it either")
     elif vm.cold_only:
         lines.append(f"  cold move only: {', '.join(vm.cold_only)}")
     lines.extend(cause_lines(vm))
@@ -89,11 +105,17 @@ def _vm_section(vm: VmPlan) -> list[str]:
 
 
 def render_evacuation_text(plan: EvacuationPlan) -> str:
-    stranded = plan.stranded
-    lines = [
-        f"Evacuating {plan.host} ({plan.move.value} moves) to {', '.join(plan.targets) or 'no other host'}: "
+    stranded, undecided = plan.stranded, plan.undecided
+    head = (
+        f"Evacuating {plan.host} ({plan.move.value} moves) to {targets_text(plan)}: "
         f"{_plural(len(plan.vms), 'VM')}, {len(stranded)} stranded"
-    ]
+    )
+    lines = [*_problems_first(plan.problems), head + (f", {len(undecided)} undecided" if undecided else "")]
+    if undecided:
+        lines.append(
+            f"  undecided (no target read takes them; {', '.join(undecided[0].unread)} might): "
+            f"{', '.join(v.vm for v in undecided)}"
+        )
     if stranded:
         lines.append(f"  no safe target: {', '.join(v.vm for v in stranded)}")
     configuration, workload = plan.stranded_by("configuration"), plan.stranded_by("workload")
@@ -106,7 +128,6 @@ def render_evacuation_text(plan: EvacuationPlan) -> str:
     for vm in plan.vms:
         lines.append("")
         lines.extend(_vm_section(vm))
-    _problems(plan.problems, lines)
     return "\n".join(lines) + "\n"
 
 
@@ -125,8 +146,9 @@ def _mark(matrix: Matrix, row: int, column: int) -> str:
 def render_matrix_text(matrix: Matrix) -> str:
     stranded = matrix.stranded
     lines = [
+        *_problems_first(matrix.problems),
         f"VM x host matrix: {_plural(len(matrix.vms), 'VM')}, {_plural(len(matrix.hosts), 'host')}, "
-        f"{len(stranded)} with no host to move to live"
+        f"{len(stranded)} with no host to move to live",
     ]
     for cause, label in (("configuration", "stranded by configuration (cpuguard advise gives the <cpu> that frees it)"),
                          ("workload", "stranded by the workload")):  # fmt: skip
@@ -164,7 +186,6 @@ def render_matrix_text(matrix: Matrix) -> str:
         for vm in matrix.vms:
             flag = "  STRANDED" if vm.live_targets == 0 else ""
             lines.append(f"{vm.name} on {vm.host or '?'}: {vm.live_targets} live, {vm.cold_targets} cold targets{flag}")
-    _problems(matrix.problems, lines)
     return "\n".join(lines) + "\n"
 
 
@@ -186,14 +207,17 @@ def baseline_xml(baseline: Baseline) -> str:
 
 
 def render_baseline_text(baseline: Baseline) -> str:
-    lines = [f"Baseline of {_plural(len(baseline.hosts), 'host')}: {', '.join(baseline.hosts)}"]
+    lines = [
+        *_problems_first(baseline.problems, "baseline"),
+        f"Baseline of {_plural(len(baseline.hosts), 'host')}: {', '.join(baseline.hosts)}",
+    ]
     lines.append(f"  level: {baseline.level or 'below x86-64-v1'}")
     model = baseline.model or "none"
     extras = []
     if baseline.extra:
-        extras.append(f"+ {', '.join(baseline.extra)}")
+        extras.append(f"+ {', '.join(map(baseline.spelled, baseline.extra))}")
     if baseline.disabled:
-        extras.append(f"- {', '.join(baseline.disabled)}")
+        extras.append(f"- {', '.join(map(baseline.spelled, baseline.disabled))}")
     lines.append(f"  libvirt model: {model}{' ' + ' '.join(extras) if extras else ''}")
     lines.append(f"  vendor: {baseline.vendor or ' / '.join(baseline.vendors) or 'unknown'}")
     lines.append(f"  {len(baseline.guest_features)} features a guest can be given and keep across live moves")
@@ -204,7 +228,10 @@ def render_baseline_text(baseline: Baseline) -> str:
     for note in baseline.notes:
         lines.append(f"  note: {note}")
     lines.append("")
-    lines.append("Guest CPU definition (domain XML):")
+    if baseline.problems:
+        unread = ", ".join(p.name for p in baseline.problems)
+        lines.append(f"Guest CPU definition (domain XML) for the hosts read, not for {unread}:")
+    else:
+        lines.append("Guest CPU definition (domain XML):")
     lines.append(baseline_xml(baseline).rstrip("\n"))
-    _problems(baseline.problems, lines)
     return "\n".join(lines) + "\n"

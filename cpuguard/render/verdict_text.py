@@ -111,6 +111,10 @@ def render_text(verdict: Verdict) -> str:
         lines.append(f"  hosts that would take {verdict.vm}: {', '.join(verdict.hints)}")
     elif verdict.outcome is not Outcome.ALLOW:
         lines.append(f"  no other known host would take {verdict.vm}{_besides(verdict)}")
+    if verdict.subject != "binaries" and verdict.current_host == verdict.host:
+        lines.append(f"  note: {verdict.vm} already runs on {verdict.host}")
+    if verdict.subject != "binaries" and not verdict.policy and not any("no policy" in n for n in verdict.notes):
+        lines.append(f"  note: {verdict.vm} has no policy, so nothing declares what its workload needs")
     for note in verdict.notes:
         lines.append(f"  note: {note}")
     if verdict.policy:

@@ -148,7 +148,7 @@ def test_cli_baseline(tmp_path: Path) -> None:
     assert lines[:4] == [
         "Baseline of 3 hosts: mid-node, new-node, old-node",
         "  level: x86-64-v2",
-        "  libvirt model: Westmere-IBRS + pclmulqdq",
+        "  libvirt model: Westmere-IBRS + pclmulqdq (libvirt: pclmuldq)",
         "  vendor: Intel",
     ]
     assert "    old-node: abm, avx, avx2, bmi1, bmi2, erms, f16c, fma, fsgsbase, invpcid, movbe, pcid, rdrand, " in (

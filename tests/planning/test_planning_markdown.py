@@ -53,4 +53,4 @@ def test_baseline_markdown_has_the_cpu_snippet() -> None:
     result = run_cpuguard("baseline", "--policies", str(EXAMPLE_POLICIES), "--format", "markdown")
     assert result.returncode == 0
     assert "```xml\n<cpu mode='custom' match='exact' check='partial'>\n" in result.stdout
-    assert "| libvirt model | Westmere-IBRS + pclmulqdq |" in result.stdout
+    assert "| libvirt model | Westmere-IBRS + pclmulqdq (libvirt: pclmuldq) |" in result.stdout
