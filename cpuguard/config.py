@@ -6,6 +6,7 @@ Keys (an interface; schema in data/schema-config.json):
 ``host_facts``   this host's snapshot file (written by ``cpuguard host snapshot``)
 ``host_name``    name of this host in reports (default: the hostname)
 ``audit_log``    JSON-lines audit log of hook decisions
+``rehearsal_log``  JSON-lines log of rehearsals (``cpuguard rehearse``), one line each
 ``mode``         enforce | warn (warn: log, never block)
 ``on_error``     per operation (migrate, restore, start): block | allow when
                  cpuguard itself fails. Default: block migrate and restore
@@ -35,6 +36,7 @@ class Config:
     host_facts: Path = Path("/var/lib/cpuguard/host.json")
     host_name: str | None = None
     audit_log: Path = Path("/var/log/cpuguard/audit.jsonl")
+    rehearsal_log: Path = Path("/var/log/cpuguard/rehearsals.jsonl")
     mode: str = "enforce"
     on_error: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ON_ERROR))
     deadline_seconds: float = 5.0
@@ -57,6 +59,7 @@ def config_from_data(raw: Any, path: Path) -> Config:
         host_facts=resolve("host_facts", defaults.host_facts),
         host_name=raw.get("host_name"),
         audit_log=resolve("audit_log", defaults.audit_log),
+        rehearsal_log=resolve("rehearsal_log", defaults.rehearsal_log),
         mode=raw.get("mode", "enforce"),
         on_error={**DEFAULT_ON_ERROR, **raw.get("on_error", {})},
         deadline_seconds=float(raw.get("deadline_seconds", defaults.deadline_seconds)),

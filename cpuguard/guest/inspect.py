@@ -68,16 +68,16 @@ class Event:
 Progress = Callable[[Event], None]
 
 
-def _worker_command() -> list[str]:
-    return [sys.executable, "-m", "cpuguard.guest.worker"]
+WORKER_MODULE = "cpuguard.guest.worker"
 
 
-class _Worker:
-    """One running worker process and its event stream."""
+class Worker:
+    """One running appliance worker process (``python -m MODULE``, a JSON job on its stdin)
+    and its event stream (JSON lines on its stdout)."""
 
-    def __init__(self, job: dict[str, Any], environ: Mapping[str, str]) -> None:
+    def __init__(self, job: dict[str, Any], environ: Mapping[str, str], module: str = WORKER_MODULE) -> None:
         self.process = subprocess.Popen(
-            _worker_command(),
+            [sys.executable, "-m", module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -120,7 +120,7 @@ class _Worker:
             self.kill()
 
 
-def _disk_json(disk: Disk) -> dict[str, Any]:
+def disk_json(disk: Disk) -> dict[str, Any]:
     return {"target": disk.target, "path": disk.path, "format": disk.format}
 
 
@@ -175,9 +175,9 @@ class _Run:
         request = {
             "staging": self.staging,
             "all_files": self.all_files,
-            "guests": [{"vm": job.vm, "disks": [_disk_json(d) for d in job.disks]} for job in jobs],
+            "guests": [{"vm": job.vm, "disks": [disk_json(d) for d in job.disks]} for job in jobs],
         }
-        worker = _Worker(request, self.environ)
+        worker = Worker(request, self.environ)
         deadline = time.monotonic() + self.launch_timeout
         current: str | None = None
         done: set[str] = set()
@@ -261,9 +261,7 @@ def _scan_found(
     staged = [f for f in found if f.staged]
     by_staged = {f.staged: f.path for f in staged}
     if staged:
-        report = scan_paths(
-            [Path(f.staged) for f in staged], cache_dir=scan_cache, jobs=jobs, library_dirs=[], now=now
-        )
+        report = scan_paths([Path(f.staged) for f in staged], cache_dir=scan_cache, jobs=jobs, library_dirs=[], now=now)
         files = [replace(scan, path=by_staged.get(scan.path, scan.path)) for scan in report.files]
     else:
         files = []

@@ -12,10 +12,59 @@ import glob as globmodule
 import os
 import posixpath
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 #: Symlinks followed while resolving one path (Linux's MAXSYMLINKS is 40).
 MAX_SYMLINKS = 40
+
+
+#: What one path component is: ``"link"``, ``"dir"``, ``"file"``, ``"other"``, or None (absent).
+Kind = Callable[[str], str | None]
+
+
+def resolve_inside(path: str, kind: Kind, readlink: Callable[[str], str]) -> str | None:
+    """The path ``path`` names once its symlinks are followed inside a root, or None.
+
+    ``kind(p)`` and ``readlink(p)`` are asked only about paths whose parent is
+    already resolved (no symlink in them), so whatever answers them never follows
+    a link itself: an extracted root (:class:`GuestRoot`) and a guest mounted in
+    the inspection appliance (:mod:`cpuguard.rehearse.diskworker`) resolve alike.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        here = "/" + "/".join([*done, part])
+        what = kind(here)
+        if what is None:
+            return None
+        if what == "link":
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                return None
+            target = readlink(here)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        if parts and what != "dir":
+            return None  # a file in the middle of a path
+        done.append(part)
+    return "/" + "/".join(done)
+
+
+def kind_of_mode(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "link"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "file" if stat.S_ISREG(mode) else "other"
 
 
 class GuestRoot:
@@ -24,33 +73,15 @@ class GuestRoot:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    def _kind(self, path: str) -> str | None:
+        try:
+            return kind_of_mode(os.lstat(self.root / path.lstrip("/")).st_mode)
+        except OSError:
+            return None
+
     def resolve(self, path: str) -> str | None:
         """The guest path ``path`` names once its symlinks are followed inside the root, or None."""
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        done: list[str] = []
-        hops = 0
-        while parts:
-            part = parts.pop(0)
-            if part == "..":
-                if done:
-                    done.pop()
-                continue
-            host = self.root.joinpath(*done, part)
-            try:
-                info = os.lstat(host)
-            except OSError:
-                return None
-            if stat.S_ISLNK(info.st_mode):
-                hops += 1
-                if hops > MAX_SYMLINKS:
-                    return None
-                target = os.readlink(host)
-                if target.startswith("/"):
-                    done = []
-                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-                continue
-            done.append(part)
-        return "/" + "/".join(done)
+        return resolve_inside(path, self._kind, lambda p: os.readlink(self.root / p.lstrip("/")))
 
     def host_path(self, path: str) -> Path | None:
         """Where the regular file at guest ``path`` lies on this machine, or None."""

@@ -22,6 +22,9 @@ class RehearseEntry:
     timeout: float = 60.0
     files: tuple[str, ...] = ()  # more guest files to copy (modules loaded with dlopen)
     description: str = ""
+    #: files made for the rehearsal (sandbox path under /.cpuguard, text): a workload default's
+    #: own configuration, never a guest file
+    generated: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

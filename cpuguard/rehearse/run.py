@@ -123,6 +123,7 @@ def rehearse_root(
     expected_status: int = 0,
     limits: sandbox.Limits | None = None,
     extra_files: Sequence[str] = (),
+    generated: Sequence[tuple[str, str]] = (),
     tools: Tools | None = None,
     work_dir: Path | None = None,
 ) -> Rehearsal:
@@ -164,6 +165,7 @@ def rehearse_root(
         tree.mkdir()
         sysroot.build(guest, found, tree)
         _install_qemu(tree)
+        sysroot.write_generated(tree, generated)
         (tree / sandbox.OUT_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
         for directory in ("tmp", "proc", "dev"):
             (tree / directory).mkdir(exist_ok=True)

@@ -130,3 +130,21 @@ def build(root: GuestRoot, found: Closure, target: Path) -> None:
         os.chmod(destination, 0o755)  # noqa: S103 - the sandbox runs as nobody
     for directory, _, _ in os.walk(target):
         os.chmod(directory, 0o755)  # noqa: S103
+
+
+#: Where files made for a rehearsal may go (beside qemu-user, never over a guest file).
+GENERATED_DIR = "/.cpuguard/workload/"
+
+
+def write_generated(target: Path, files: Sequence[tuple[str, str]]) -> None:
+    """Write the files made for the rehearsal (a workload default's configuration) into the sysroot."""
+    for path, text in files:
+        clean = posixpath.normpath(path)
+        if not clean.startswith(GENERATED_DIR):
+            raise ValueError(f"a generated file must lie under {GENERATED_DIR}: {path}")
+        destination = target / clean.lstrip("/")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_text(text, encoding="utf-8")
+        os.chmod(destination, 0o644)
+    for directory, _, _ in os.walk(target / GENERATED_DIR.strip("/")):
+        os.chmod(directory, 0o755)  # noqa: S103

@@ -8,11 +8,12 @@ The guest root is built like an extracted backup: each program under
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_tool
+from tests.conftest import need_tool, run_cpuguard
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 
@@ -49,3 +50,15 @@ def guest_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         del found.files[str(app / name)]
         sysroot.build(GuestRoot(Path("/")), found, root)
     return root
+
+
+#: A working directory without ./policies: the CLI then uses the bundled example fleet, into
+#: which a rehearsal never writes its evidence (the repository's own ./policies stays clean).
+NEUTRAL_CWD = PROGRAMS
+#: The rehearsal log of these tests (never this machine's /var/log/cpuguard).
+TEST_LOG = Path(tempfile.mkdtemp(prefix="cpuguard-rehearse-log-")) / "rehearsals.jsonl"
+
+
+def rehearse_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``cpuguard rehearse ARGS`` as a user runs it, logging to :data:`TEST_LOG`."""
+    return run_cpuguard("rehearse", "--log", str(TEST_LOG), *args, cwd=NEUTRAL_CWD)

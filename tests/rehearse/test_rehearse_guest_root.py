@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_tool, run_cpuguard
+from tests.conftest import need_tool
 from tests.guest import images
+from tests.rehearse.conftest import rehearse_cli
 
 PBX_DAEMON = "/usr/sbin/pbxd"
 PBX_CLI = "/usr/local/bin/pbx-cli"
@@ -29,7 +30,7 @@ def pbx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _rehearse(root: Path, host: str, *command: str) -> tuple[int, dict[str, object]]:
-    done = run_cpuguard("rehearse", "pbx01", "host", host, "--root", str(root), "--format", "json", "--", *command)
+    done = rehearse_cli("pbx01", "host", host, "--root", str(root), "--format", "json", "--", *command)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
 
@@ -57,8 +58,7 @@ def test_a_library_found_through_ld_so_conf(pbx_root: Path) -> None:
 
 def test_a_plugin_named_with_file(pbx_root: Path) -> None:
     """A module the program would dlopen comes along with --file (here only copied: pbxd loads none)."""
-    done = run_cpuguard(
-        "rehearse", "pbx01", "host", "uarch:haswell", "--root", str(pbx_root), "--format", "json",
+    done = rehearse_cli("pbx01", "host", "uarch:haswell", "--root", str(pbx_root), "--format", "json",
         "--file", "/usr/lib/pbxd/modules/mod_0.so", "--", PBX_DAEMON,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

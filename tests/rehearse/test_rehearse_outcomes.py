@@ -17,7 +17,8 @@ import pytest
 from cpuguard.knowledge import load_knowledge
 from cpuguard.rehearse.records import RehearsalOutcome
 from cpuguard.rehearse.run import rehearse_root, target_cpu
-from tests.conftest import need_tool, run_cpuguard
+from tests.conftest import need_tool
+from tests.rehearse.conftest import rehearse_cli
 
 HOSTS = ("uarch:westmere", "uarch:sandybridge", "uarch:haswell")
 #: program -> (arguments, the function its first target instruction runs in)
@@ -85,7 +86,7 @@ def test_expected_outcomes(guest_root: Path, tools: None) -> None:
 
 def test_cli_names_function_instruction_and_feature(guest_root: Path, tools: None) -> None:
     root = str(guest_root)
-    done = run_cpuguard("rehearse", "app01", "host", "uarch:westmere", "--root", root, "--", "/opt/app/haswell", "1000")
+    done = rehearse_cli("app01", "host", "uarch:westmere", "--root", root, "--", "/opt/app/haswell", "1000")
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "FAILED-CPU: app01 on uarch:westmere"
@@ -95,14 +96,12 @@ def test_cli_names_function_instruction_and_feature(guest_root: Path, tools: Non
     assert "  missing:     avx" in done.stdout
     assert "  instruction: v" in done.stdout
 
-    done = run_cpuguard("rehearse", "app01", "host", "uarch:haswell", "--root", root, "--", "/opt/app/haswell", "1000")
+    done = rehearse_cli("app01", "host", "uarch:haswell", "--root", root, "--", "/opt/app/haswell", "1000")
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("PASSED: app01 on uarch:haswell\n")
 
     for host in ("uarch:westmere", "uarch:haswell"):
-        done = run_cpuguard(
-            "rehearse", "app01", "host", host, "--root", root, "--format", "json", "--", "/opt/app/guarded", "1000"
-        )
+        done = rehearse_cli("app01", "host", host, "--root", root, "--format", "json", "--", "/opt/app/guarded", "1000")
         assert done.returncode == 0, done.stdout + done.stderr
         data = json.loads(done.stdout)
         assert data["outcome"] == "passed" and data["command"] == ["/opt/app/guarded", "1000"]
@@ -110,8 +109,7 @@ def test_cli_names_function_instruction_and_feature(guest_root: Path, tools: Non
 
 
 def test_json_failed_cpu(guest_root: Path, tools: None) -> None:
-    done = run_cpuguard(
-        "rehearse", "app01", "host", "uarch:sandybridge", "--root", str(guest_root), "--format", "json",
+    done = rehearse_cli("app01", "host", "uarch:sandybridge", "--root", str(guest_root), "--format", "json",
         "--", "/opt/app/bmi2", "1000", "x",
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
@@ -123,10 +121,10 @@ def test_json_failed_cpu(guest_root: Path, tools: None) -> None:
 
 
 def test_bad_input(guest_root: Path) -> None:
-    done = run_cpuguard("rehearse", "app01", "host", "uarch:haswell", "--root", str(guest_root), "--", "nosuch")
+    done = rehearse_cli("app01", "host", "uarch:haswell", "--root", str(guest_root), "--", "nosuch")
     assert done.returncode == 2
     assert done.stderr == "cpuguard: error: nosuch: no such program in the guest's root (looked in its PATH)\n"
-    done = run_cpuguard("rehearse", "app01", "host", "nosuchhost", "--root", str(guest_root), "--", "/opt/app/bmi2")
+    done = rehearse_cli("app01", "host", "nosuchhost", "--root", str(guest_root), "--", "/opt/app/bmi2")
     assert done.returncode == 2 and "unknown host 'nosuchhost'" in done.stderr
 
 
@@ -144,8 +142,7 @@ def test_fault_in_a_library(guest_root: Path, tools: None) -> None:
 def test_a_library_missing_from_the_root_cannot_be_rehearsed(guest_root: Path, tmp_path: Path, tools: None) -> None:
     (tmp_path / "opt/app").mkdir(parents=True)
     (tmp_path / "opt/app/haswell").write_bytes((guest_root / "opt/app/haswell").read_bytes())
-    done = run_cpuguard(
-        "rehearse", "app01", "host", "uarch:haswell", "--root", str(tmp_path), "--format", "json",
+    done = rehearse_cli("app01", "host", "uarch:haswell", "--root", str(tmp_path), "--format", "json",
         "--", "/opt/app/haswell",
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
@@ -158,7 +155,7 @@ def test_a_library_missing_from_the_root_cannot_be_rehearsed(guest_root: Path, t
 def test_not_a_program(guest_root: Path, tmp_path: Path) -> None:
     (tmp_path / "opt/app").mkdir(parents=True)
     (tmp_path / "opt/app/run.sh").write_text("#!/bin/sh\nexit 0\n")
-    done = run_cpuguard("rehearse", "app01", "host", "uarch:haswell", "--root", str(tmp_path), "--", "/opt/app/run.sh")
+    done = rehearse_cli("app01", "host", "uarch:haswell", "--root", str(tmp_path), "--", "/opt/app/run.sh")
     assert done.returncode == 2
     assert done.stderr == (
         "cpuguard: error: /opt/app/run.sh: a script (/bin/sh): name its interpreter first"
@@ -173,8 +170,7 @@ def test_a_script_runs_under_its_interpreter(guest_root: Path, tmp_path: Path, t
     shutil.copytree(guest_root, tmp_path / "root", symlinks=True)
     root = tmp_path / "root"
     (root / "opt/app/run.sh").write_text("#!/opt/app/escape\n")
-    done = run_cpuguard(
-        "rehearse", "app01", "host", "uarch:haswell", "--root", str(root), "--format", "json",
+    done = rehearse_cli("app01", "host", "uarch:haswell", "--root", str(root), "--format", "json",
         "--", "/opt/app/escape", "shadow", "/opt/app/run.sh",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
