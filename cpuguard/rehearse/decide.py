@@ -20,7 +20,7 @@ def decide(
     """``(outcome, one-line reason)``."""
     if status.timed_out:
         return RehearsalOutcome.FAILED_OTHER, f"did not finish within {status.duration:.0f} s (stopped)"
-    if fault is not None and fault.signal == "SIGILL" and fault.instruction is not None:
+    if fault is not None and fault.instruction is not None:
         beyond = tuple(n for n in fault.needs if n in cpu.not_emulated)
         if fault.missing:
             return (
@@ -34,13 +34,16 @@ def decide(
                 f"{fault.where()} runs `{fault.instruction}` ({_said(beyond)}): {host} has it,"
                 " QEMU's TCG cannot emulate it",
             )
+        own = "an abort or a trap" if fault.signal == "SIGILL" else "a bad memory access"
+        if fault.data_address is not None and fault.signal != "SIGILL":
+            own += f" at {fault.data_address:#x}"
         return (
             RehearsalOutcome.FAILED_OTHER,
             f"{fault.signal} at {fault.where()} on `{fault.instruction}`, which {host} has:"
-            " the program's own fault (an abort or a trap), not the CPU's",
+            f" the program's own fault ({own}), not the CPU's",
         )
     if status.signal is not None:
-        where = f" at {fault.where()}" if fault is not None and fault.signal == "SIGILL" else ""
+        where = f" at {fault.where()}" if fault is not None and fault.vaddr is not None else ""
         return RehearsalOutcome.FAILED_OTHER, f"killed by signal {status.signal}{where}"
     if status.exit_status != expected_status:
         return RehearsalOutcome.FAILED_OTHER, f"exited with status {status.exit_status}, expected {expected_status}"

@@ -10,6 +10,7 @@ iced-x86 and its features come from the scanner's instruction table
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from iced_x86 import Decoder, Formatter, FormatterSyntax
 
@@ -19,7 +20,8 @@ from cpuguard.scan import elf
 from cpuguard.scan.features import default_feature_table
 from cpuguard.scan.program import read_program
 
-#: Signals a missing instruction can raise: #UD is SIGILL; some are reported as SIGSEGV or SIGBUS.
+#: Signals a missing instruction can raise: #UD is SIGILL; some are reported as SIGSEGV or SIGBUS
+#: (a #GP, say), whose si_addr is a data address: their instruction comes from the core.
 FAULT_SIGNALS = ("SIGILL", "SIGSEGV", "SIGBUS")
 #: The longest x86 instruction.
 MAX_INSTRUCTION = 15
@@ -65,18 +67,30 @@ def decode_at(image: elf.ElfFile, vaddr: int) -> tuple[str, int] | None:
     return None
 
 
-def locate(log: QemuLog, program: str, read: ReadGuestFile, available: frozenset[str]) -> Fault | None:
+def locate(
+    log: QemuLog, program: str, read: ReadGuestFile, available: frozenset[str], core_pc: int | None = None
+) -> Fault | None:
     """The fault that ended the program, as far as it can be named; None when no fault signal came.
 
     ``program`` is the guest path of the main program, ``read(path)`` reads a guest
     file as the program saw it, ``available`` the canonical features of the target.
+    For SIGSEGV and SIGBUS, whose ``si_addr`` is the data address, ``core_pc`` is the
+    faulting instruction's address from the guest's core (:mod:`.core`), if there is one.
     """
     last = next((s for s in reversed(log.signals) if s[0] in FAULT_SIGNALS), None)
     if last is None:
         return None
     name, address = last
     if name != "SIGILL":
-        return Fault(name, address)  # si_addr is the data address, not the instruction's
+        if core_pc is None:
+            return Fault(name, address, data_address=address)  # where it was is unknown
+        located = _at(log, program, read, available, name, core_pc)
+        return replace(located, data_address=address)
+    return _at(log, program, read, available, name, address)
+
+
+def _at(log: QemuLog, program: str, read: ReadGuestFile, available: frozenset[str], name: str, address: int) -> Fault:
+    """The fault ``name`` at the instruction at ``address``: file, function, instruction, features."""
     mapping = log.mapping_at(address)
     path = mapping.path if mapping is not None else program
     image = _image(read, path)

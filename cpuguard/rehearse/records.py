@@ -54,7 +54,8 @@ class Fault:
     """Where the program died, read from QEMU's log and the guest's own ELF files."""
 
     signal: str  # SIGILL, SIGSEGV, SIGBUS
-    address: int  # the faulting program counter in the emulated process
+    address: int  # the faulting instruction's address in the emulated process (SIGSEGV/SIGBUS
+    # without a core: the data address, the instruction unknown)
     object_path: str | None = None  # the guest file holding it
     vaddr: int | None = None  # the address inside that file
     function: str | None = None  # from the file's symbols
@@ -62,6 +63,7 @@ class Fault:
     instruction: str | None = None  # decoded with iced-x86 (GNU syntax)
     needs: tuple[str, ...] = ()  # canonical features the instruction needs
     missing: tuple[str, ...] = ()  # of those, what the target host lacks
+    data_address: int | None = None  # SIGSEGV/SIGBUS: the memory address touched (si_addr)
 
     def where(self) -> str:
         place = self.function or (f"{self.vaddr:#x}" if self.vaddr is not None else f"{self.address:#x}")

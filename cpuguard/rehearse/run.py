@@ -107,6 +107,25 @@ def _execute(argv: list[str], seconds: float) -> tuple[int, bool, float, bytes, 
     return process.returncode, timed_out, time.monotonic() - started, out, err
 
 
+def _core_pc(out: Path, signal_name: str) -> int | None:
+    """The faulting instruction's address from the guest core QEMU left in ``out``, if any."""
+    from cpuguard.rehearse.core import faulting_pc
+
+    try:
+        number = int(signal.Signals[signal_name])
+    except KeyError:
+        return None
+    for core in sorted(out.glob("qemu_*.core")):
+        try:
+            with open(core, "rb") as handle:
+                found = faulting_pc(handle.read(sandbox.CORE_BYTES), number)
+        except OSError:
+            continue
+        if found is not None:
+            return found
+    return None
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -196,7 +215,9 @@ def rehearse_root(
             guest_file = GuestRoot(tree).host_path(path)
             return guest_file.read_bytes() if guest_file is not None else None
 
-        fault = locate(parsed, program, read, facts.flags) if died_by and not timed_out else None
+        fault = None
+        if died_by and not timed_out:
+            fault = locate(parsed, program, read, facts.flags, core_pc=_core_pc(out, died_by))
     outcome, reason = decide(status, fault, expected_status, cpu, host)
     return answer(
         outcome, reason, exit_status=status.exit_status, signal=status.signal, fault=fault,

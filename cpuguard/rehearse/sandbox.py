@@ -6,8 +6,9 @@ as root), with every namespace unshared (no network, own PIDs, own IPC),
 nothing of this machine visible but the throwaway sysroot (mounted read-only
 as ``/``, holding a private copy of qemu-user and its libraries under
 ``/.cpuguard``), a private ``/tmp``, and limits on CPU time, memory, processes,
-open files and file size (bwrap(1); prlimit(1); setpriv(1)). One directory,
-``/.cpuguard/out``, is writable: QEMU's log is read from it.
+open files, file size and core size (bwrap(1); prlimit(1); setpriv(1)). One
+directory, ``/.cpuguard/out``, is writable and the working directory: QEMU's
+log, and the guest's core after a SIGSEGV or SIGBUS, are read from it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ QEMU_LOG = f"{OUT_DIR}/qemu.log"
 QEMU_LOADER = f"{QEMU_DIR}/lib/ld.so"
 QEMU_LIBS = f"{QEMU_DIR}/lib"
 QEMU_BINARY = f"{QEMU_DIR}/qemu-x86_64"
+#: The guest core qemu-user writes on a fatal signal is cut here: its register notes come first.
+CORE_BYTES = 4 * 1024 * 1024
 #: qemu-user 7.2 aborts a program that select()s on more than 1024 descriptors (FD_SETSIZE).
 MAX_OPEN_FILES = 1024
 GUEST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/tmp", "LANG": "C"}  # noqa: S108
@@ -59,11 +62,11 @@ def sandbox_argv(
         f"--nofile={MAX_OPEN_FILES}",
         f"--cpu={cpu_seconds}",
         f"--fsize={limits.file_mib * 1024 * 1024}",
-        "--core=0",
+        f"--core={CORE_BYTES}",
     ]
     argv += [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     argv += ["--ro-bind", sysroot, "/", "--bind", out_dir, OUT_DIR]
-    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]  # noqa: S108 - the sandbox's own
+    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--chdir", OUT_DIR, "--clearenv"]  # noqa: S108 - the sandbox's own
     for name, value in GUEST_ENV.items():
         argv += ["--setenv", name, value]
     argv += ["--", QEMU_LOADER, "--library-path", QEMU_LIBS, QEMU_BINARY, *qemu_args]

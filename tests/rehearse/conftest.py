@@ -24,6 +24,7 @@ BUILDS: dict[str, tuple[str, list[str]]] = {
     "bmi2": ("kernels.c", ["-mbmi2"]),
     "guarded": ("guarded.c", ["-march=x86-64"]),
     "escape": ("escape.c", []),
+    "segv": ("segv.c", ["-march=x86-64"]),
 }
 
 

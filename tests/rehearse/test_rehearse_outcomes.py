@@ -175,3 +175,22 @@ def test_a_script_runs_under_its_interpreter(guest_root: Path, tmp_path: Path, t
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "/opt/app/run.sh" in json.loads(done.stdout)["files"]
+
+
+def test_segfault_is_located_from_the_core_and_not_blamed_on_the_cpu(guest_root: Path, tools: None) -> None:
+    """SIGSEGV's si_addr is the data address: the instruction comes from the core QEMU writes."""
+    truth = subprocess.run(
+        [need_tool("qemu-x86_64"), "-cpu", "max", str(guest_root / "opt/app/segv")],
+        capture_output=True, timeout=120, check=False, cwd=guest_root,
+    )  # fmt: skip
+    assert truth.returncode == -11, truth  # SIGSEGV
+    done = rehearse_cli("app01", "host", "uarch:westmere", "--root", str(guest_root), "--format", "json",
+                        "--", "/opt/app/segv")  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    data = json.loads(done.stdout)
+    assert data["outcome"] == "failed-other"
+    fault = data["fault"]
+    assert (fault["signal"], fault["function"], fault["object_path"]) == ("SIGSEGV", "read_field", "/opt/app/segv")
+    assert fault["data_address"] == 16 and fault["instruction"].startswith("mov"), fault
+    assert data["reason"].startswith("SIGSEGV at read_field in /opt/app/segv on `mov")
+    assert "the program's own fault (a bad memory access at 0x10), not the CPU's" in data["reason"]

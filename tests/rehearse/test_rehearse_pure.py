@@ -74,6 +74,12 @@ def test_decide() -> None:
     assert decide(ENDED, beyond, 0, CPU, "new")[0] is RehearsalOutcome.CANNOT_REHEARSE
     segv = RunStatus(None, "SIGSEGV", False, 0.1)
     assert decide(segv, Fault("SIGSEGV", 0), 0, CPU, "h") == (RehearsalOutcome.FAILED_OTHER, "killed by signal SIGSEGV")
+    # a SIGSEGV located by the core on an instruction the target lacks is the CPU's
+    gp = Fault("SIGSEGV", 1, "/opt/app/x", 0x10, "f", 2, "rdpid %rax", ("rdpid",), ("rdpid",), data_address=0)
+    assert decide(segv, gp, 0, CPU, "old") == (
+        RehearsalOutcome.FAILED_CPU,
+        "SIGSEGV at f+2 in /opt/app/x: `rdpid %rax` needs rdpid, which old lacks",
+    )
     assert decide(RunStatus(3, None, False, 0.1), None, 0, CPU, "h") == (
         RehearsalOutcome.FAILED_OTHER,
         "exited with status 3, expected 0",
@@ -146,3 +152,34 @@ def test_avx512_host_is_said_to_be_beyond_tcg(spec: str) -> None:
 
     facts = resolve_host(spec, load_knowledge())
     assert "avx512f" in beyond_tcg(facts.flags)
+
+
+def test_core_reader_is_bounded_and_never_raises(tmp_path: Path) -> None:
+    """A core lies where the rehearsed program can write: any prefix, any garbage, is None or a number."""
+    import random
+    import struct
+
+    from cpuguard.rehearse.core import PR_CURSIG, PR_REG, PRSTATUS_SIZE, RIP_INDEX, faulting_pc
+
+    desc = bytearray(PRSTATUS_SIZE)
+    struct.pack_into("<h", desc, PR_CURSIG, 11)
+    struct.pack_into("<Q", desc, PR_REG + RIP_INDEX * 8, 0x4000001190)
+    note = struct.pack("<III", 5, len(desc), 1) + b"CORE\0\0\0\0" + bytes(desc)
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<HH", header, 16, 4, 62)
+    struct.pack_into("<Q", header, 0x20, 64)
+    struct.pack_into("<HH", header, 0x36, 56, 1)
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 120, 0, 0, len(note), 0, 4)
+    core = bytes(header) + phdr + note
+    assert faulting_pc(core, 11) == 0x4000001190
+    assert faulting_pc(core, 7) is None  # another signal's core is not believed
+    rng = random.Random(7)
+    for cut in range(len(core)):
+        assert faulting_pc(core[:cut], 11) is None
+    for _ in range(2000):
+        mutated = bytearray(core)
+        for _ in range(rng.randint(1, 8)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        found = faulting_pc(bytes(mutated), 11)
+        assert found is None or isinstance(found, int)
