@@ -118,6 +118,16 @@ def _emit_verdict(verdict, fmt: str) -> None:  # type: ignore[no-untyped-def]
     raise SystemExit(EXIT_BLOCKED if verdict.outcome is Outcome.BLOCK else EXIT_OK)
 
 
+def _existing_parent(_ctx: click.Context, _param: click.Parameter, path: Path | None) -> Path | None:
+    """Refuse an output file in a directory that does not exist, before any work: an output is
+    never the reason a directory comes into being (a typo would leave it behind, made by root)."""
+    from cpuguard.errors import BadInput
+
+    if path is not None and not path.parent.is_dir():
+        raise BadInput(path, f"directory does not exist: {path.parent}")
+    return path
+
+
 @cli.group()
 def host() -> None:
     """Host facts: snapshot this machine, show any host."""
@@ -138,7 +148,8 @@ def host() -> None:
     "-o",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Write here (atomically) instead of standard output.",
+    callback=_existing_parent,
+    help="Write here (atomically) instead of standard output; its directory must exist.",
 )
 @click.option("--name", default=None, help="Host name recorded in the snapshot.")
 def host_snapshot(sources: tuple[str, ...], output: Path | None, name: str | None) -> None:

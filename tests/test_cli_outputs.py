@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import EXAMPLE_POLICIES, run_cpuguard
 
 
@@ -164,3 +166,30 @@ def test_check_says_the_vm_runs_there_already_and_has_no_policy() -> None:
         "  note: ci01 has no policy, so nothing declares what its workload needs\n"
         "  host facts: capabilities:policies/hosts/old-node.xml\n"
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("metrics", "--output"),
+        ("host", "snapshot", "--from", "model:Westmere", "--output"),
+    ],
+)
+def test_an_output_into_a_missing_directory_is_refused_not_created(tmp_path: Path, args: tuple[str, ...]) -> None:
+    target = tmp_path / "no" / "such" / "dir" / "out"
+    result = run_cpuguard(*args, str(target))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == f"cpuguard: error: {target}: directory does not exist: {target.parent}\n"
+    assert not (tmp_path / "no").exists()
+
+
+def test_the_example_units_that_write_a_snapshot_create_its_directory() -> None:
+    from tests.conftest import ROOT
+
+    service = (ROOT / "examples" / "systemd" / "cpuguard-snapshot.service").read_text()
+    assert "--output /var/lib/cpuguard/host.json" in service
+    assert "StateDirectory=cpuguard\n" in service
+    playbook = (ROOT / "examples" / "ansible" / "cpuguard.yml").read_text()
+    make = playbook.index('path: "{{ cpuguard_state_dir }}"\n        state: directory')
+    assert make < playbook.index("--output {{ cpuguard_state_dir }}/host.json")

@@ -108,6 +108,13 @@ def _check_reports(_ctx: click.Context, _param: click.Parameter, reports: tuple[
     return reports
 
 
+def _check_output(_ctx: click.Context, _param: click.Parameter, path: Path | None) -> Path | None:
+    """As for --report: an output file's directory must exist; it is never created."""
+    if path is not None and not path.parent.is_dir():
+        raise BadInput(path, f"directory does not exist: {path.parent}")
+    return path
+
+
 def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--format", "fmt", type=click.Choice(FORMAT_NAMES), default="text", show_default=True,
@@ -313,9 +320,9 @@ def baseline_cmd(
 
 @click.command("metrics")
 @click.option(
-    "--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    "--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None, callback=_check_output,
     help="Write here atomically (e.g. node_exporter's textfile directory, "
-    "/var/lib/prometheus/node-exporter/cpuguard.prom) instead of standard output.",
+    "/var/lib/prometheus/node-exporter/cpuguard.prom) instead of standard output; its directory must exist.",
 )  # fmt: skip
 @click.option(
     "--policies",

@@ -41,6 +41,7 @@ def parse_exposition(text: str) -> dict[str, list[tuple[str, float]]]:
 
 def test_example_fleet_metrics(tmp_path: Path) -> None:
     target = tmp_path / "textfile" / "cpuguard.prom"
+    target.parent.mkdir()  # node_exporter's textfile directory exists; cpuguard never creates one
     result = run_cpuguard("metrics", "--policies", str(EXAMPLE_POLICIES), "--output", str(target))
     assert result.returncode == 0, result.stderr
     families = parse_exposition(target.read_text(encoding="utf-8"))
