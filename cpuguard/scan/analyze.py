@@ -109,7 +109,9 @@ def finish(
     codes: list[FunctionCode],
     table: FeatureTable,
     knowledge: DispatchKnowledge,
+    field_checks: frozenset[int] = frozenset(),
 ) -> FileScan:
+    """Classify the decoded ``codes``; ``field_checks`` are the functions that test a CPU field (fields.py)."""
     program = prepared.program
     props = prepared.properties
     baseline = _baseline()
@@ -122,7 +124,7 @@ def finish(
         built_for |= baseline - _all_level_features()
     result = classify(
         program, codes, table, knowledge, baseline, prepared.library_reason, built_for,
-        level_features("x86-64-v1"),
+        level_features("x86-64-v1"), field_checks,
     )  # fmt: skip
     required = list(result.required)
     have = {u.feature for u in required}
@@ -174,6 +176,7 @@ def analyze_file(path: str, sha256: str, name: str) -> FileScan:
 
     from cpuguard.scan.decode import decode_spans
     from cpuguard.scan.features import default_feature_table
+    from cpuguard.scan.fields import field_checks
     from cpuguard.scan.knowledge import load_dispatch_knowledge
 
     knowledge = load_dispatch_knowledge()
@@ -189,10 +192,12 @@ def analyze_file(path: str, sha256: str, name: str) -> FileScan:
             # A known-dispatching library needs no call graph, hence no references.
             wanted = prepared.library_reason is None
             codes = decode_spans(source.read, prepared.spans, prepared.immediates, wanted)
+            table = default_feature_table()
+            checks = field_checks(source.read, prepared.spans, codes, table.probes()) if wanted else frozenset()
         except elf.ElfError as exc:
             return FileScan(path, sha256, size, skipped=str(exc))
         except OSError as exc:
             return FileScan(path, sha256, size, skipped=exc.strerror or str(exc))
-        return finish(prepared, codes, default_feature_table(), knowledge)
+        return finish(prepared, codes, table, knowledge, checks)
     finally:
         os.close(fd)

@@ -2,12 +2,14 @@
 
 A feature is *required* when an instruction needing it sits in code that
 runs without a CPU check first: code reachable from the program's entry
-points (the ELF entry, init arrays, exported functions, function pointers
-stored in data, and any function nothing refers to) along calls, jumps and
+points (the ELF entry, init arrays, exported functions of a library or of
+a program that loads code, function pointers stored in data, and any
+function nothing refers to) along calls, jumps and
 address-taking that are not *guarded*. An edge is guarded when it leaves
 a function that checks the CPU (runs CPUID, reads a CPU feature variable
 such as ``__cpu_model`` or ``OPENSSL_ia32cap_P``, calls a CPUID query
-function, or is an ifunc resolver), or when it enters a function named
+function, tests a structure field CPUID code wrote (fields.py), or is an
+ifunc resolver), or when it enters a function named
 as a CPU-specific variant (``__memcpy_evex_unaligned``, ``foo.avx2.0``)
 and nothing but a CPU check refers to it (a name alone never hides code
 that ordinary code calls).
@@ -94,6 +96,7 @@ class _Graph:
         knowledge: DispatchKnowledge,
         baseline: frozenset[str],
         table: FeatureTable,
+        field_checks: frozenset[int] = frozenset(),
     ) -> None:
         functions = program.functions
         self.program = program
@@ -145,6 +148,7 @@ class _Graph:
             self.falls_through.append(fn.origin not in (GAP, PLT) and fn.end in index and fn.end in refs)
             checks = (
                 facts[i].cpuid
+                or i in field_checks
                 or fn.start in program.resolvers
                 or not state_addresses.isdisjoint(refs)
                 or not queries.isdisjoint(targets)
@@ -320,6 +324,7 @@ def classify(
     library_reason: str | None = None,
     compiled_for: frozenset[str] = frozenset(),
     psabi_baseline: frozenset[str] = frozenset(),
+    field_checks: frozenset[int] = frozenset(),
 ) -> Classification:
     """Split the features found in ``codes`` into required and dispatched.
 
@@ -328,7 +333,8 @@ def classify(
     CPU model has) never makes a function a CPU-specific variant.
     ``library_reason`` says the file is a library known to dispatch at run
     time: everything it uses is dispatched unless in ``compiled_for`` (the
-    ISA note's level).
+    ISA note's level). ``field_checks`` are the indexes of the functions that
+    test a structure field CPUID code wrote (fields.py): CPU checks too.
     """
     unnamed: dict[str, int] = {}
     notable = table.notable(psabi_baseline)
@@ -342,7 +348,7 @@ def classify(
         reachable = set(range(len(program.functions)))  # gaps too: the library's own assembly
         reasons: dict[int, tuple[str, str]] = {}
     else:
-        graph = _Graph(program, codes, facts, knowledge, baseline, table)
+        graph = _Graph(program, codes, facts, knowledge, baseline, table, field_checks)
         reachable = _reachable(graph, _roots(program, graph, knowledge))
         reasons = _guard_reasons(program, graph, reachable, knowledge)
 

@@ -50,6 +50,10 @@ for _name in ("clones", "supports", "ifunc"):
 CORPUS["twins"] = ("twins.c", ["-march=x86-64"])
 CORPUS["twins-stripped"] = ("twins.c", ["-march=x86-64", *STRIP])
 CORPUS["twins-static-stripped"] = ("twins.c", ["-march=x86-64", *STATIC, *STRIP])
+for _suffix, _flags in (("", []), ("-stripped", STRIP), ("-static-stripped", [*STATIC, *STRIP])):
+    CORPUS[f"field-flag{_suffix}"] = ("field_flag.c", ["-march=x86-64", *_flags])
+CORPUS["exports-rdynamic"] = ("exports.c", ["-march=x86-64", "-rdynamic"])
+CORPUS["exports-rdynamic-stripped"] = ("exports.c", ["-march=x86-64", "-rdynamic", *STRIP])
 _NATIVE = ["-march=native", '-DAST_BUILDOPTS="BUILD_NATIVE, OPTIONAL_API"']
 CORPUS["asterisk-native"] = ("asterisk_version.c", _NATIVE)
 CORPUS["asterisk-native-stripped"] = ("asterisk_version.c", [*_NATIVE, *STRIP])

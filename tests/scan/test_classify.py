@@ -68,6 +68,44 @@ def test_twin_builds_of_one_body_are_a_run_time_choice(corpus: dict[str, Built],
     assert "two builds of the same code" in reason and confidence == "medium"
 
 
+@pytest.mark.parametrize("name", ["field-flag", "field-flag-stripped", "field-flag-static-stripped"])
+def test_a_cpuid_flag_kept_in_a_structure_field_guards_the_call(
+    corpus: dict[str, Built], scan_cache: Path, name: str
+) -> None:
+    # grub's zstd: dctx->bmi2 is set from CPUID, tested before the BMI2 build is called.
+    scan = scan_one(corpus[name].path, scan_cache)
+    assert "bmi2" not in scan.required_features, scan.required
+    reason, confidence = dispatched(scan)["bmi2"]
+    if name == "field-flag":
+        assert reason == "mix_fast.constprop.0 is used only after the CPU check in mix.constprop.0"
+    elif name == "field-flag-stripped":  # a static program's best reason is glibc's BMI2 ifunc variants
+        assert " is used only after the CPU check in " in reason and confidence == "medium"
+
+
+@pytest.mark.parametrize("name", ["exports-rdynamic", "exports-rdynamic-stripped"])
+def test_a_program_is_not_entered_through_its_exports(corpus: dict[str, Built], scan_cache: Path, name: str) -> None:
+    scan = scan_one(corpus[name].path, scan_cache)
+    assert scan.kind == "pie-executable" and "avx" not in scan.required_features, scan.required
+    assert dispatched(scan)["avx"] == (
+        "scale_wide is exported, but nothing in the program refers to it"
+        " (a program is entered at its ELF entry, not through its exports)",
+        "medium",
+    )
+
+
+@pytest.mark.parametrize("flags", [["-rdynamic", "-DLOADS_CODE"], ["-shared", "-fPIC"]], ids=["dlopen", "library"])
+def test_exports_stay_entries_where_other_code_can_call_them(
+    tmp_path: Path, scan_cache: Path, flags: list[str]
+) -> None:
+    # A program that calls dlopen may load a plugin that calls its exports; a library's callers do.
+    gcc = need_tool("gcc")
+    built = tmp_path / "exports"
+    source = Path(__file__).resolve().parent / "corpus" / "exports.c"
+    subprocess.run([gcc, "-O3", "-march=x86-64", *flags, "-o", str(built), str(source)], check=True)
+    uses = {u.feature: u for u in scan_one(built, scan_cache).required}
+    assert uses["avx"].examples == ("scale_wide",)
+
+
 def test_cet_markers_and_tzcnt_are_not_requirements(corpus: dict[str, Built], scan_cache: Path) -> None:
     scan = scan_one(corpus["kernels-cet"].path, scan_cache)
     assert not scan.required_features & {"ibt", "user_shstk", "bmi1"}
