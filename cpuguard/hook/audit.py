@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cpuguard.hook.journal import PER_CALL, append_line
+from cpuguard.hook.journal import append_line
 
 #: Keys every line has (an interface: tools parse this log).
 KEYS = (
@@ -27,24 +27,6 @@ KEYS = (
 def encode(record: Mapping[str, Any]) -> bytes:
     """One line: compact JSON, no raw newline possible (json escapes it)."""
     return (json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-
-
-def segments(record: Mapping[str, Any]) -> list[bytes]:
-    """:func:`encode`'s line cut around the per-call fields (:data:`cpuguard.hook.journal.PER_CALL`),
-    which :func:`cpuguard.hook.journal.fill` puts back: what the memo keeps of a record."""
-    if not set(PER_CALL) <= set(record):
-        raise ValueError(f"a record has every per-call field: {', '.join(PER_CALL)}")
-    pieces: list[str] = []
-    current = "{"
-    for index, key in enumerate(sorted(record)):
-        current += ("," if index else "") + json.dumps(key) + ":"
-        if key in PER_CALL:
-            pieces.append(current)
-            current = ""
-        else:
-            current += json.dumps(record[key], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    pieces.append(current + "}\n")
-    return [piece.encode() for piece in pieces]
 
 
 def append(path: Path, record: Mapping[str, Any]) -> None:

@@ -1,124 +1,158 @@
-"""The hook's precompiled context: kept between calls, never stale.
+"""The hook's precompiled context, kept between calls as JSON, never stale.
 
 Building a :class:`~cpuguard.hook.context.HookContext` reads YAML and libvirt's
-cpu_map (about 100 ms); loading it from the cache takes well under a
-millisecond. The cache records a signature of every input (path, device,
-inode, size, mtime_ns, ctime_ns; directories too, so an added policy file
-changes its directory's signature) and is used only when every signature
-still matches.
+cpu_map, with cpuguard's core loaded (about 100 ms); loading its plain form
+(:mod:`cpuguard.hook.plain`) takes about a millisecond. The file records a
+signature of every input (path, device, inode, size, mtime_ns, ctime_ns;
+directories too, so an added policy file changes its directory's signature)
+and is used only when every signature still matches.
 
-A file changed twice within one timestamp tick, with the cache built in
+A file changed twice within one timestamp tick, with the cache written in
 between, would keep its signature (git calls this "racy clean":
-https://git-scm.com/docs/racy-git). So a context is written to the cache only
-when every input is older than :data:`RACY_SECONDS`; until then each call
-builds it afresh.
+https://git-scm.com/docs/racy-git). So a context is written only when every
+input is older than :data:`RACY_SECONDS`; until then each call builds it afresh.
 
-The cache is a pickle, so only files owned by this user and writable by no one
-else are loaded; the directory is created mode 0700.
-
-Decisions made with a context are remembered next to it (:mod:`cpuguard.hook.memo`);
-a new context clears them.
+Only a regular file owned by this user and writable by no one else is read
+(the directory is created mode 0700): the hook runs as root and decides by
+it. It is plain JSON, so nothing in it is ever run; it is read with the
+``_json`` scanner, without the ``json`` package (which loads ``re``).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import sys
-from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from cpuguard import __version__
-from cpuguard.hook import memo
-from cpuguard.hook.context import HookContext, build_context
 
-DEFAULT_CACHE_DIR = Path("/var/cache/cpuguard")
-FORMAT = 2
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy understands this form)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+DEFAULT_CACHE_DIR = "/var/cache/cpuguard"
 RACY_SECONDS = 2.0
+#: Changes whenever the layout of the plain context (cpuguard.hook.plain) or of this file does.
+FORMAT = 3
+#: The modules of the quick path, besides those the context is built with (cpuguard.hook.context).
+QUICK_PATH_MODULES = ("entry", "events", "cache", "domainxml", "quick", "journal")
 
-Signature = tuple[int, int, int, int, int] | None
-Signatures = tuple[tuple[str, Signature], ...]
 
-
-def stat_signature(path: str) -> Signature:
+def stat_signature(path: str) -> list[int] | None:
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def signatures(paths: Iterable[str]) -> Signatures:
-    return tuple((p, stat_signature(p)) for p in paths)
+def header() -> list[Any]:
+    return [FORMAT, __version__, sys.version]
 
 
-def _header() -> tuple[int, str, str]:
-    return (FORMAT, __version__, sys.version)
+def cache_file(cache_dir: str, config: str) -> str:
+    """One cache per configuration directory, named by its device and inode: stable while the file
+    is edited, distinct for daemons that each see their own /etc/cpuguard (mount namespaces)."""
+    try:
+        st = os.stat(os.path.dirname(config) or ".")
+        where = f"{st.st_dev:x}-{st.st_ino:x}"
+    except OSError:
+        where = "none"
+    return os.path.join(cache_dir, f"hook-{where}-{os.path.basename(config)}.json")
 
 
-def cache_file(cache_dir: Path, config_path: Path) -> Path:
-    """One cache per configuration directory (:func:`cpuguard.hook.memo.config_tag`)."""
-    return cache_dir / f"{memo.config_tag(str(config_path))}.pickle"
+def read_trusted(path: str) -> bytes | None:
+    """The file's bytes if it is a regular file owned by this user and writable by no one else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022 or (st.st_mode & 0o170000) != 0o100000:
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
-def load(cache_dir: Path, config_path: Path) -> HookContext | None:
-    """The cached context if it exists, is trustworthy and no input changed since; else None."""
-    # only our own file that no one else could have written: a pickle runs code when loaded
-    data = memo.read_trusted(str(cache_file(cache_dir, config_path)))
+class _Decoding:
+    """What ``_json.make_scanner`` reads of a ``json.JSONDecoder``: plain JSON, no hooks."""
+
+    def __init__(self) -> None:
+        self.strict = True
+        self.object_hook = None
+        self.object_pairs_hook = None
+        self.parse_float = float
+        self.parse_int = int
+        self.memo: dict[str, str] = {}
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        raise ValueError(f"not JSON: {name}")
+
+
+def parse_json(text: str) -> Any:
+    try:
+        from _json import make_scanner  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # another Python than CPython
+        import json
+
+        return json.loads(text)
+    value, end = make_scanner(_Decoding())(text, 0)  # type: ignore[arg-type,unused-ignore]
+    if text[end:].strip():
+        raise ValueError("extra data after the JSON value")
+    return value
+
+
+def load(cache_dir: str, config: str) -> dict[str, Any] | None:
+    """The plain context if the file exists, is trustworthy and no input changed since; else None."""
+    data = read_trusted(cache_file(cache_dir, config))
     if data is None:
         return None
     try:
-        header, saved, context = pickle.loads(data)  # noqa: S301 - our own file, checked above
-    except Exception:
+        saved = parse_json(data.decode("utf-8"))
+        if saved["header"] != header():
+            return None
+        for path, signature in saved["inputs"]:
+            if stat_signature(path) != signature:
+                return None
+        context: dict[str, Any] = saved["context"]
+    except (ValueError, KeyError, TypeError, StopIteration):
         return None  # half-written by a crash, or from another cpuguard: rebuild
-    if header != _header() or not isinstance(context, HookContext) or saved != signatures(context.inputs):
-        return None
     return context
 
 
-def save(cache_dir: Path, config_path: Path, context: HookContext, now: float) -> bool:
-    """Write the cache unless an input is too recent to be trusted (see the module doc)."""
-    saved = signatures(context.inputs)
-    newest = max((max(sig[3], sig[4]) for _, sig in saved if sig is not None), default=0)
+def save(cache_dir: str, config: str, context: dict[str, Any], inputs: Iterable[str], now: float) -> bool:
+    """Write the plain context unless an input is too recent to be trusted (see the module doc).
+    ``now``: the wall clock, seconds since the epoch."""
+    import json
+
+    paths = list(dict.fromkeys([*inputs, *quick_path_files()]))
+    found = [stat_signature(path) for path in paths]
+    newest = max((max(sig[3], sig[4]) for sig in found if sig is not None), default=0)
     if newest / 1e9 > now - RACY_SECONDS:
         return False
-    import tempfile
-
-    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = pickle.dumps((_header(), saved, context), protocol=pickle.HIGHEST_PROTOCOL)
-    fd, tmp = tempfile.mkstemp(prefix=".hook-", dir=cache_dir)
+    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    saved = {"header": header(), "inputs": [list(pair) for pair in zip(paths, found, strict=True)], "context": context}
+    target = cache_file(cache_dir, config)
+    tmp = f"{target}.{os.getpid()}.tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)  # left by a crash of an earlier process with this pid
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, cache_file(cache_dir, config_path))
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(saved, handle, ensure_ascii=False, separators=(",", ":"))
+        os.replace(tmp, target)
     except BaseException:
         os.unlink(tmp)
         raise
-    memo.clear(str(cache_dir), str(config_path))  # decisions remembered with the old context are stale
     return True
 
 
-def load_or_build(
-    config_path: Path,
-    cache_dir: Path | None,
-    *,
-    build: Callable[[Path], HookContext] = build_context,
-    now: Callable[[], float] | None = None,
-) -> HookContext:
-    """The context for ``config_path``, from the cache when it is current.
-
-    ``cache_dir`` None disables the cache. A cache that cannot be written
-    (read-only directory, full disk) costs speed, never a decision.
-    """
-    if cache_dir is not None:
-        context = load(cache_dir, config_path)
-        if context is not None:
-            return context
-    context = build(config_path)
-    if cache_dir is not None:
-        import contextlib
-        import time
-
-        with contextlib.suppress(OSError):
-            save(cache_dir, config_path, context, (now or time.time)())
-    return context
+def quick_path_files() -> list[str]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    return [os.path.join(here, f"{name}.py") for name in QUICK_PATH_MODULES]

@@ -12,7 +12,6 @@ import click
 from cpuguard.config import DEFAULT_CONFIG
 from cpuguard.errors import EXIT_BLOCKED, EXIT_OK, BadInput
 from cpuguard.hook.cache import DEFAULT_CACHE_DIR
-from cpuguard.hook.client import DEFAULT_SOCKET
 from cpuguard.hook.install import DEFAULT_HOOKS_DIR
 
 FILE = click.Path(path_type=Path, dir_okay=False)
@@ -33,7 +32,7 @@ def hook() -> None:
 
 @hook.command("run", context_settings={"ignore_unknown_options": True})
 @config_option
-@click.option("--cache-dir", type=DIRECTORY, default=DEFAULT_CACHE_DIR, show_default=True)
+@click.option("--cache-dir", type=DIRECTORY, default=Path(DEFAULT_CACHE_DIR), show_default=True)
 @click.option("--no-cache", is_flag=True, help="Build the context afresh (slow; for debugging).")
 @click.option(
     "--audit-log",
@@ -89,25 +88,16 @@ def installed_audit_log(hooks_dir: Path, config: Path) -> Path | None:
     return Path(settings["audit_log"])
 
 
-socket_option = click.option(
-    "--socket",
-    default=DEFAULT_SOCKET,
-    show_default=True,
-    help="Unix socket of 'cpuguard hook serve'.",
-)
-
-
 @hook.command("install")
 @hooks_dir_option
 @config_option
-@click.option("--cache-dir", type=DIRECTORY, default=DEFAULT_CACHE_DIR, show_default=True)
-@socket_option
+@click.option("--cache-dir", type=DIRECTORY, default=Path(DEFAULT_CACHE_DIR), show_default=True)
 @click.option("--reload", "reload_", is_flag=True, help="SIGHUP the running libvirt daemon so it finds the hook.")
-def hook_install(hooks_dir: Path, config: Path, cache_dir: Path, socket: str, reload_: bool) -> None:
+def hook_install(hooks_dir: Path, config: Path, cache_dir: Path, reload_: bool) -> None:
     """Install the hook into libvirt; write a config and a host snapshot if absent. Idempotent."""
     from cpuguard.hook.install import install, reload_libvirt
 
-    report = install(hooks_dir, config, cache_dir, socket=socket)
+    report = install(hooks_dir, config, cache_dir)
     for line in report.done:
         click.echo(line)
     for warning in report.warnings:
@@ -120,20 +110,6 @@ def hook_install(hooks_dir: Path, config: Path, cache_dir: Path, socket: str, re
                 "libvirt finds new hooks only when it starts or reloads: run "
                 "'systemctl reload virtqemud' (or libvirtd), or install again with --reload"
             )
-
-
-@hook.command("serve")
-@socket_option
-def hook_serve(socket: str) -> None:
-    """Answer the hook's calls with cpuguard loaded (faster starts and migrations; optional).
-
-    The hook decides by itself whenever the server is not running. Exits when
-    cpuguard is upgraded, for systemd to restart it (examples/systemd).
-    """
-    from cpuguard.hook.server import serve
-
-    path = Path(socket)
-    click.echo(serve(path, ready=lambda: click.echo(f"cpuguard hook serve: listening on {path}", err=True)), err=True)
 
 
 @hook.command("uninstall")

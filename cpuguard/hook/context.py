@@ -2,8 +2,9 @@
 
 :func:`build_context` is the slow path: it reads YAML policies, the
 inventory, the host snapshot and cpuguard's knowledge. The result is plain
-records, so :mod:`cpuguard.hook.cache` can keep it between hook calls,
-keyed on every file listed in ``inputs``.
+records; :mod:`cpuguard.hook.plain` turns them into the plain data
+:mod:`cpuguard.hook.cache` keeps between hook calls, keyed on every file
+listed in ``inputs``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def file_version(path: Path, data: bytes) -> FileVersion:
 
 def loaded_package_files() -> list[str]:
     """cpuguard's modules loaded in this process, and its data files: the code and knowledge a
-    context was built with (or a server runs). A change (upgrade, edit) must rebuild the cache."""
+    context was built with. A change (upgrade, edit) must rebuild the cache."""
     import sys
 
     import cpuguard

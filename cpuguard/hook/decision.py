@@ -1,5 +1,7 @@
 """One hook decision: from an event, the domain XML and the host's facts to an exit code,
-a one-line message and an audit record. No I/O: :mod:`cpuguard.hook.entry` gathers and writes.
+a one-line message and an audit record, by cpuguard's core. No I/O: :mod:`cpuguard.hook.entry`
+gathers and writes. The hook's quick path (:mod:`cpuguard.hook.quick`) gives the same answers from
+plain data for the guests it knows how to decide; this is the full path, and its reference.
 
 The decision itself is the core's (``requirements.build_requirements`` and
 ``verdict.decide``); this module adds what only the hook knows: where a
@@ -9,10 +11,8 @@ and ``on_error``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from cpuguard import __version__
@@ -52,8 +52,6 @@ class HookResult:
     exit_code: int
     message: str  # one line for stderr; "" when there is nothing to say
     record: dict[str, Any]  # the audit log line
-    #: The same decision said for another view of this host (:func:`restate`); None for errors.
-    restate: Callable[[LocalHost], HookResult] | None = field(default=None, compare=False, repr=False)
 
     @property
     def blocked(self) -> bool:
@@ -150,7 +148,7 @@ def decide_event(event: Event, domain_xml: bytes, context: HookContext, local: L
 
 
 def _result(event: Event, verdict: Verdict, context: HookContext, local: LocalHost, now: datetime) -> HookResult:
-    """What the hook says and logs for ``verdict``; the snapshot's staleness changes only this."""
+    """What the hook says and logs for ``verdict``."""
     mode = context.config.mode
     inventory = inventory_warnings(context)
     message = _message(verdict, local, inventory)
@@ -170,7 +168,7 @@ def _result(event: Event, verdict: Verdict, context: HookContext, local: LocalHo
         snapshot=_snapshot_record(local),
     )
     code = EXIT_BLOCK if verdict.outcome is Outcome.BLOCK else EXIT_ALLOW
-    return HookResult(code, message, record, partial(_result, event, verdict, context, now=now))
+    return HookResult(code, message, record)
 
 
 def _snapshot_record(local: LocalHost) -> dict[str, Any]:

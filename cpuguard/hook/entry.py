@@ -1,8 +1,12 @@
 """The hook's entry point: what the installed shim runs, and what ``cpuguard hook run`` calls.
 
 libvirt waits for the hook on every VM start and incoming migration, so
-this path imports only what a decision needs (no click; no PyYAML while the
-precompiled context in :mod:`cpuguard.hook.cache` is current).
+this path imports only what a decision needs. With the precompiled context
+current (:mod:`cpuguard.hook.cache`), that is the hook's few quick-path
+modules, with no cpuguard core, no XML parser, no ``json``, no ``typing``
+(docs/hook.md, "Speed"); the full path (:mod:`cpuguard.hook.decision`) is
+imported only for what the quick one declines, to build the context, or to
+report an error.
 
 Arguments: ``[--config PATH] [--cache-dir DIR | --no-cache] [--deadline SECONDS]
 [--on-error-exit N] [--audit-log PATH] [--] VM OPERATION SUB-OPERATION [EXTRA]``,
@@ -18,24 +22,19 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from functools import partial
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
 
+from cpuguard.hook.cache import DEFAULT_CACHE_DIR
 from cpuguard.hook.events import guarded_operation
-from cpuguard.hook.journal import PER_CALL
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy understands this form)
 if TYPE_CHECKING:
-    from cpuguard.config import Config
-    from cpuguard.hook.context import HookContext
-    from cpuguard.hook.decision import HookResult
-    from cpuguard.hook.memo import Call
+    from collections.abc import Callable, Sequence
+    from datetime import datetime
+    from typing import IO, Any
 
-DEFAULT_CONFIG = Path("/etc/cpuguard/config.yaml")
+    from cpuguard.hook.quick import Answer
+
+DEFAULT_CONFIG = "/etc/cpuguard/config.yaml"
 DEFAULT_DEADLINE = 5.0
 EXIT_USAGE = 2
 USAGE = (
@@ -52,30 +51,26 @@ class HookTimeout(Exception):
     """The decision took longer than ``deadline_seconds``."""
 
 
-class ClientGaveUp(Exception):
-    """In ``cpuguard hook serve``: the hook stopped waiting for this answer and decides itself."""
-
-
-@dataclass(frozen=True)
-class Requester:
-    """Who asked for the decision (for the audit log): the hook process and its parent."""
-
-    pid: int
-    caller: str | None  # the parent's name: libvirtd, virtqemud, a shell
-    decided_in: str = "hook"  # "hook" (this process) or "server" (cpuguard hook serve)
-
-    @classmethod
-    def this_process(cls) -> Requester:
-        return cls(os.getpid(), parent_name())
-
-
-@dataclass(frozen=True)
 class Options:
-    config: Path = DEFAULT_CONFIG
-    cache_dir: Path | None = Path("/var/cache/cpuguard")
-    deadline: float = DEFAULT_DEADLINE  # until the configuration's deadline_seconds is known
-    on_error_exit: int | None = None  # when the config cannot be read; None: cpuguard's default
-    audit_log: Path | None = None  # when the config cannot be read (see fallback_audit_log)
+    def __init__(
+        self,
+        config: str = DEFAULT_CONFIG,
+        cache_dir: str | None = DEFAULT_CACHE_DIR,
+        deadline: float = DEFAULT_DEADLINE,  # until the configuration's deadline_seconds is known
+        on_error_exit: int | None = None,  # when the config cannot be read; None: cpuguard's default
+        audit_log: str | None = None,  # when the config cannot be read (see fallback_audit_log)
+    ) -> None:
+        self.config = config
+        self.cache_dir = cache_dir
+        self.deadline = deadline
+        self.on_error_exit = on_error_exit
+        self.audit_log = audit_log
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Options) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"Options({vars(self)})"
 
 
 def parse_args(argv: Sequence[str]) -> tuple[Options, list[str]]:
@@ -106,7 +101,7 @@ def parse_args(argv: Sequence[str]) -> tuple[Options, list[str]]:
                 if not values[key] > 0:
                     raise UsageError("--deadline must be positive")
             else:
-                values[key] = Path(value)
+                values[key] = value
         elif item.startswith("--"):
             raise UsageError(f"unknown option {item}")
         else:
@@ -114,39 +109,35 @@ def parse_args(argv: Sequence[str]) -> tuple[Options, list[str]]:
     return Options(**values), words
 
 
-@contextmanager
-def deadline(seconds: float, started: float, *, cap: float | None = None) -> Iterator[Callable[[float, str], None]]:
-    """Raise HookTimeout in the main thread ``seconds`` after ``started`` (time.monotonic()), or
-    ClientGaveUp at ``cap`` (a time.monotonic() value) if that comes first.
+class Deadline:
+    """Raise HookTimeout in the main thread ``seconds`` after ``started`` (time.monotonic());
+    :meth:`arm` replaces the limit (counted from ``started``, too)."""
 
-    Yields ``arm(seconds, source)`` to replace the limit (counted from ``started``, too).
-    """
-    import signal
+    def __init__(self, seconds: float, started: float) -> None:
+        self.started = started
+        self.limit = (seconds, "--deadline")
 
-    limit = (seconds, "--deadline")
-    capped = False
+    def expired(self, _signum: int, _frame: object) -> None:
+        raise HookTimeout(f"no decision within {self.limit[0]:g} s ({self.limit[1]})")
 
-    def expired(_signum: int, _frame: object) -> None:
-        if capped:
-            raise ClientGaveUp()
-        raise HookTimeout(f"no decision within {limit[0]:g} s ({limit[1]})")
+    def arm(self, seconds: float, source: str) -> None:
+        import _signal  # type: ignore[import-not-found,unused-ignore]  # signal's enums cost more than a decision
 
-    def arm(seconds: float, source: str) -> None:
-        nonlocal limit, capped
-        limit = (seconds, source)
-        ends = started + seconds
-        capped = cap is not None and cap < ends
-        if cap is not None:
-            ends = min(ends, cap)
-        signal.setitimer(signal.ITIMER_REAL, max(ends - time.monotonic(), 0.001))
+        self.limit = (seconds, source)
+        _signal.setitimer(_signal.ITIMER_REAL, max(self.started + seconds - time.monotonic(), 0.001))
 
-    previous = signal.signal(signal.SIGALRM, expired)
-    arm(seconds, "--deadline")
-    try:
-        yield arm
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    def __enter__(self) -> Deadline:
+        import _signal  # type: ignore[import-not-found,unused-ignore]
+
+        self.previous = _signal.signal(_signal.SIGALRM, self.expired)
+        self.arm(*self.limit)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import _signal  # type: ignore[import-not-found,unused-ignore]
+
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
+        _signal.signal(_signal.SIGALRM, self.previous)
 
 
 def describe(exc: BaseException) -> str:
@@ -160,22 +151,28 @@ def describe(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def syslog_error(message: str) -> None:
-    """Errors go to syslog too: on an allowed start libvirt drops the hook's stderr."""
-    from cpuguard.hook import journal
-
-    journal.syslog_error(message)
-
-
-def parent_name(proc: Path = Path("/proc")) -> str | None:
+def parent_name(proc: str = "/proc") -> str | None:
     """Who ran the hook (``libvirtd``, ``virtqemud``, a shell): lets ``hook status`` prove libvirt runs it."""
     try:
-        return (proc / str(os.getppid()) / "comm").read_text().strip() or None
+        with open(f"{proc}/{os.getppid()}/comm", encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip() or None
     except OSError:
         return None
 
 
-def handle(
+def boot_time(proc_stat: str) -> int | None:
+    """``btime`` of /proc/stat in seconds (as cpuguard.hook.hostfacts.boot_time reads it), or None."""
+    try:
+        with open(proc_stat, "rb") as handle:
+            for line in handle:
+                if line.startswith(b"btime "):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def decide(
     vm: str,
     operation: str,
     libvirt_call: str,
@@ -184,117 +181,118 @@ def handle(
     *,
     nodename: str,
     now: Callable[[], datetime],
-    requester: Requester,
     started: float,
-    answer_by: float | None = None,
-    call: Call | None = None,
-    proc_stat: Path = Path("/proc/stat"),
-) -> tuple[HookResult, Path | None, Callable[[], None] | None]:
-    """Decide, following ``on_error`` when cpuguard fails. Returns the result, the audit log path
-    (None: unknown, see :func:`fallback_audit_log`) and what remembers the decision, to be called
-    once it is out.
+    proc_stat: str = "/proc/stat",
+) -> tuple[Answer, str | None]:
+    """Decide, following ``on_error`` when cpuguard fails. Returns the answer and the audit log
+    (None: unknown, see :func:`fallback_audit_log`). The deadline counts from ``started``, the hook's start."""
+    from cpuguard.hook.domainxml import read_guest
+    from cpuguard.hook.quick import decide as quick_decision
 
-    The deadline counts from ``started``, the hook's start. In the server, ``answer_by`` is when the
-    hook stops waiting: :class:`ClientGaveUp` is raised then, and nothing must be logged. A decision
-    can be remembered for ``call`` (:mod:`cpuguard.hook.memo`) when the arguments allow it.
-    """
-    from cpuguard.hook.decision import Event, error_result
-
-    event = Event(vm, operation, libvirt_call)
-    context = None
-    audit_log: Path | None
-    later: Callable[[], None] | None = None
+    plain: dict[str, Any] | None = None
     try:
-        with deadline(options.deadline, started, cap=answer_by) as rearm:
-            from cpuguard.hook.cache import load_or_build
-            from cpuguard.hook.decision import decide_event
-            from cpuguard.hook.hostfacts import local_host
-
-            context = load_or_build(options.config, options.cache_dir)
-            rearm(context.config.deadline_seconds, "deadline_seconds")
-            local = local_host(context, nodename=nodename, proc_stat=proc_stat)
-            result = decide_event(event, domain_xml, context, local, now())
-    except ClientGaveUp:
-        raise
+        with Deadline(options.deadline, started) as deadline:
+            plain, context = precompiled(options, now)
+            deadline.arm(plain["config"]["deadline"], "deadline_seconds")
+            stamp = now().isoformat(timespec="milliseconds")
+            guest = read_guest(domain_xml)
+            answer = quick_decision(
+                plain, vm, operation, libvirt_call, guest, nodename=nodename, now=stamp, booted=boot_time(proc_stat)
+            )
+            if answer is None:
+                answer = full_decision(
+                    vm, operation, libvirt_call, domain_xml, options, context, nodename, now, proc_stat
+                )
     except Exception as exc:
-        config = context.config if context is not None else readable_config(options.config)
-        if config is not None:
-            on_error = config.on_error
-            audit_log = config.audit_log
-            host = config.host_name or (context.snapshot.name if context and context.snapshot else "") or nodename
-        else:
-            from cpuguard.config import DEFAULT_ON_ERROR
+        return error_answer(vm, operation, libvirt_call, exc, options, plain, nodename, now)
+    return answer, plain["config"]["audit_log"]
 
-            on_error = dict(DEFAULT_ON_ERROR)
-            if options.on_error_exit is not None:
-                on_error[operation] = "block" if options.on_error_exit else "allow"
-            audit_log = fallback_audit_log(options)
-            host = nodename
-        config_path = str(options.config)
-        result = error_result(event, describe(exc), on_error=on_error, host=host, now=now(), config_path=config_path)
+
+def precompiled(options: Options, now: Callable[[], datetime]) -> tuple[dict[str, Any], Any]:
+    """The plain context (:mod:`cpuguard.hook.plain`): from the cache when it is current, else built
+    (and returned with the :class:`~cpuguard.hook.context.HookContext` it was built from)."""
+    from cpuguard.hook import cache
+
+    if options.cache_dir is not None:
+        plain = cache.load(options.cache_dir, options.config)
+        if plain is not None:
+            return plain, None
+    from pathlib import Path
+
+    from cpuguard.hook.context import build_context
+    from cpuguard.hook.plain import plain_context
+
+    context = build_context(Path(options.config))
+    plain = plain_context(context)
+    if options.cache_dir is not None:
+        from contextlib import suppress
+
+        with suppress(OSError):  # a cache that cannot be written costs speed, never a decision
+            cache.save(options.cache_dir, options.config, plain, context.inputs, now().timestamp())
+    return plain, context
+
+
+def full_decision(
+    vm: str,
+    operation: str,
+    libvirt_call: str,
+    domain_xml: bytes,
+    options: Options,
+    context: Any,
+    nodename: str,
+    now: Callable[[], datetime],
+    proc_stat: str,
+) -> Answer:
+    """cpuguard's core decides (cpuguard.hook.decision): what the quick path declines, and why."""
+    from pathlib import Path
+
+    from cpuguard.hook.context import build_context
+    from cpuguard.hook.decision import Event, decide_event
+    from cpuguard.hook.hostfacts import local_host
+    from cpuguard.hook.quick import Answer
+
+    context = context or build_context(Path(options.config))
+    local = local_host(context, nodename=nodename, proc_stat=Path(proc_stat))
+    result = decide_event(Event(vm, operation, libvirt_call), domain_xml, context, local, now())
+    return Answer(result.exit_code, result.message, result.record)
+
+
+def error_answer(
+    vm: str,
+    operation: str,
+    libvirt_call: str,
+    exc: Exception,
+    options: Options,
+    plain: dict[str, Any] | None,
+    nodename: str,
+    now: Callable[[], datetime],
+) -> tuple[Answer, str | None]:
+    """cpuguard could not decide: ``on_error`` of the configuration, else of the shim, else cpuguard's default."""
+    from cpuguard.hook.decision import Event, error_result
+    from cpuguard.hook.quick import Answer
+
+    audit_log: str | None
+    if plain is not None:
+        config = plain["config"]
+        on_error, audit_log = config["on_error"], config["audit_log"]
+        host = config["host_name"] or (plain["host"] or {}).get("name") or nodename
+    elif (readable := readable_config(options.config)) is not None:
+        on_error, audit_log = readable.on_error, str(readable.audit_log)
+        host = readable.host_name or nodename
     else:
-        audit_log = context.config.audit_log
-        if call is not None and local.version is not None:  # /proc/cpuinfo is read anew every time
-            decided, when = result, now().timestamp()
-            later = partial(remember, call, domain_xml, context, decided, audit_log, nodename, when)
-    result.record.update(
-        pid=requester.pid,
-        caller=requester.caller,
-        decided_in=requester.decided_in,
-        elapsed_ms=round((time.monotonic() - started) * 1000, 1),
-    )
-    return result, audit_log, later
+        from cpuguard.config import DEFAULT_ON_ERROR
+
+        on_error = dict(DEFAULT_ON_ERROR)
+        if options.on_error_exit is not None:
+            on_error[operation] = "block" if options.on_error_exit else "allow"
+        audit_log = fallback_audit_log(options)
+        host = nodename
+    event = Event(vm, operation, libvirt_call)
+    result = error_result(event, describe(exc), on_error=on_error, host=host, now=now(), config_path=options.config)
+    return Answer(result.exit_code, result.message, result.record), audit_log
 
 
-def remember(
-    call: Call, xml: bytes, context: HookContext, result: HookResult, audit_log: Path, nodename: str, now: float
-) -> None:
-    """Keep the decision for the next identical call; failing costs speed, never a decision.
-    ``now`` (wall clock, seconds) tells inputs too recent to be trusted (cpuguard.hook.cache)."""
-    from cpuguard.hook import memo
-    from cpuguard.hook.audit import segments
-    from cpuguard.hook.cache import RACY_SECONDS
-    from cpuguard.hook.context import loaded_package_files
-    from cpuguard.hook.hostfacts import LocalHost, host_name, snapshot_time, stale_host
-
-    snapshot, version = context.snapshot, context.snapshot_version
-    if result.restate is None or snapshot is None or version is None:
-        return
-    # Said with a fresh and with a stale snapshot: whether it predates the boot is checked at answer time.
-    facts = replace(snapshot, name=host_name(context, nodename))
-    variants = []
-    for local in (LocalHost(facts, version), stale_host(facts, version, context.config, memo.BOOT_PLACEHOLDER)):
-        restated = result.restate(local)
-        restated.record.update({key: result.record[key] for key in PER_CALL})
-        variants.append(memo.Variant(restated.message, segments(restated.record)))
-    captured = snapshot_time(facts, version) - datetime(1970, 1, 1, tzinfo=UTC)
-    inputs = [*context.inputs, *loaded_package_files(), *memo.fast_path_files()]
-    with suppress(OSError):
-        memo.store(
-            call,
-            xml,
-            nodename=nodename,
-            exit_code=result.exit_code,
-            captured_us=captured // timedelta(microseconds=1),
-            fresh=variants[0],
-            stale=variants[1],
-            audit_log=str(audit_log),
-            inputs=inputs,
-            now=now,
-            racy_seconds=RACY_SECONDS,
-        )
-
-
-def remembered_call(argv: Sequence[str], options: Options) -> Call | None:
-    """The call as the memo keys it, when decisions are cached at all."""
-    if options.cache_dir is None:
-        return None
-    from cpuguard.hook.memo import parse_call
-
-    return parse_call(argv)
-
-
-def fallback_audit_log(options: Options) -> Path | None:
+def fallback_audit_log(options: Options) -> str | None:
     """Where to log when the configuration cannot be read: what the shim passes (``--audit-log``);
     cpuguard's default log only for the default configuration; else nowhere (another configuration
     may well name another log, and a test run must not land in the system's)."""
@@ -303,16 +301,18 @@ def fallback_audit_log(options: Options) -> Path | None:
     if options.config == DEFAULT_CONFIG:
         from cpuguard.config import Config
 
-        return Config(None).audit_log
+        return str(Config(None).audit_log)
     return None
 
 
-def readable_config(path: Path) -> Config | None:
+def readable_config(path: str) -> Any:
     """The configuration when the file itself is fine (and something it names is not); else None."""
+    from pathlib import Path
+
     from cpuguard.config import read_config
 
     try:
-        return read_config(path)
+        return read_config(Path(path))
     except Exception:
         return None
 
@@ -323,20 +323,14 @@ def main(
     stdin: IO[bytes] | None = None,
     stderr: IO[str] | None = None,
     nodename: str | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    requester: Requester | None = None,
+    now: Callable[[], datetime] | None = None,
     started: float | None = None,
-    answer_by: float | None = None,
-    answered: Callable[[int], None] | None = None,
-    proc_stat: Path = Path("/proc/stat"),
+    proc_stat: str = "/proc/stat",
 ) -> int:
     """Run one hook call; returns the exit code (1 blocks the operation).
 
     ``started`` is when the hook process started (``time.monotonic()``; default: now): the deadline
-    counts from there. ``answer_by`` (the server only): when the hook stops waiting for the answer;
-    past it, nothing is logged and :data:`~cpuguard.hook.client.DECIDE_YOURSELF` is returned.
-    ``answered`` (the server only) is called with the exit code once the decision is logged and
-    said, before it is remembered, so that the hook need not wait for that.
+    counts from there.
     """
     started = time.monotonic() if started is None else started
     err = stderr or sys.stderr
@@ -351,35 +345,33 @@ def main(
     operation = guarded_operation(libvirt_op, sub_op)
     if operation is None:
         return 0
+    if now is None:
+        from datetime import UTC, datetime
+
+        def now() -> datetime:
+            return datetime.now(UTC)
+
     domain_xml = (stdin or sys.stdin.buffer).read()
-    try:
-        result, audit_log, remember_it = handle(
-            vm,
-            operation,
-            f"{libvirt_op} {sub_op}",
-            domain_xml,
-            options,
-            nodename=nodename or os.uname().nodename,
-            now=now,
-            requester=requester or Requester.this_process(),
-            started=started,
-            answer_by=answer_by,
-            call=remembered_call(argv if argv is not None else sys.argv[1:], options),
-            proc_stat=proc_stat,
-        )
-    except ClientGaveUp:
-        from cpuguard.hook.client import DECIDE_YOURSELF
+    answer, audit_log = decide(
+        vm,
+        operation,
+        f"{libvirt_op} {sub_op}",
+        domain_xml,
+        options,
+        nodename=nodename or os.uname().nodename,
+        now=now,
+        started=started,
+        proc_stat=proc_stat,
+    )
+    from cpuguard.hook.journal import deliver, json_line, syslog_error
 
-        return DECIDE_YOURSELF
-    from cpuguard.hook.audit import encode
-    from cpuguard.hook.journal import deliver
-
-    log = str(audit_log) if audit_log is not None else None
-    deliver(log, encode(result.record), result.message, vm=vm, operation=operation, err=err)
-    if result.record.get("verdict") == "error":
-        syslog_error(result.message)
-    if answered is not None:
-        answered(int(result.exit_code))
-    if remember_it is not None:
-        remember_it()
-    return int(result.exit_code)
+    answer.record.update(
+        pid=os.getpid(),
+        caller=parent_name(),
+        decided_in="hook",
+        elapsed_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+    deliver(audit_log, json_line(answer.record), answer.message, vm=vm, operation=operation, err=err)
+    if answer.record.get("verdict") == "error":
+        syslog_error(answer.message)
+    return answer.exit_code

@@ -18,7 +18,7 @@ from cpuguard.records import HostFacts
 
 PROC_CPUINFO = Path("/proc/cpuinfo")
 PROC_STAT = Path("/proc/stat")
-#: How the stale-snapshot warning writes times (strftime, UTC); cpuguard.hook.memo.BOOT_FORMAT too.
+#: How the stale-snapshot warning writes times (strftime, UTC); cpuguard.hook.quick too.
 BOOT_FORMAT = "%Y-%m-%d %H:%M"
 
 
@@ -52,7 +52,7 @@ def snapshot_time(facts: HostFacts, version: FileVersion) -> datetime:
 
 def stale_host(facts: HostFacts, version: FileVersion, config: Config, booted: str) -> LocalHost:
     """This host with a snapshot captured before the last boot, ``booted`` as :data:`BOOT_FORMAT` writes
-    it (cpuguard.hook.memo puts a placeholder there, and the boot time in at answer time)."""
+    it (cpuguard.hook.plain cuts the warning there; cpuguard.hook.quick puts the boot time in)."""
     captured = snapshot_time(facts, version)
     warning = (
         f"host snapshot {config.host_facts} predates the last boot "

@@ -21,7 +21,6 @@ from cpuguard.config import DEFAULT_CONFIG, Config, read_config
 from cpuguard.errors import BadInput
 from cpuguard.hook import shim
 from cpuguard.hook.cache import DEFAULT_CACHE_DIR
-from cpuguard.hook.client import DEFAULT_SOCKET
 from cpuguard.hosts.snapshot import write_atomically
 from cpuguard.records import HostFacts
 
@@ -64,14 +63,13 @@ def hook_path(hooks_dir: Path) -> Path:
     return hooks_dir / HOOK_NAME
 
 
-def shim_settings(config_path: Path, config: Config, cache_dir: Path, socket: str) -> dict[str, str]:
+def shim_settings(config_path: Path, config: Config, cache_dir: Path) -> dict[str, str]:
     exit_for = {"block": "1", "allow": "0"}
     return {
         "python": os.path.abspath(sys.executable),
         "python_path": os.pathsep.join(shim.python_path()),
         "config": str(config_path),
         "cache_dir": str(cache_dir),
-        "socket": socket,
         "audit_log": str(config.audit_log),
         "deadline": deadline_text(config.deadline_seconds),
         "on_error_migrate": exit_for[config.on_error["migrate"]],
@@ -107,15 +105,13 @@ def local_snapshot(name: str | None) -> HostFacts:
 def install(
     hooks_dir: Path = DEFAULT_HOOKS_DIR,
     config_path: Path = DEFAULT_CONFIG,
-    cache_dir: Path = DEFAULT_CACHE_DIR,
+    cache_dir: Path = Path(DEFAULT_CACHE_DIR),
     *,
-    socket: str = DEFAULT_SOCKET,
     snapshot: Callable[[str | None], HostFacts] = local_snapshot,
     template: Path | None = None,
 ) -> Report:
     """Install the shim, and a config and a first host snapshot where there are none.
 
-    ``socket`` is where the shim asks ``cpuguard hook serve`` ("" for never);
     ``template`` the shim template (default: the one installed with cpuguard).
     Everything that can refuse the installation is checked before anything is written.
     """
@@ -123,7 +119,6 @@ def install(
 
     # libvirt runs hooks with / as the working directory: every path the shim keeps must be absolute.
     hooks_dir, config_path, cache_dir = (absolute(p) for p in (hooks_dir, config_path, cache_dir))
-    socket = str(absolute(Path(socket))) if socket else ""
     report = Report()
     target = hook_path(hooks_dir)
     existing = _read_if_exists(target)
@@ -152,7 +147,7 @@ def install(
             f"no policies directory {config.policies} yet: put VM policies in {config.policies / 'vms'}/ "
             "and the inventory in inventory.yaml there (README, 'Policies and the inventory')"
         )
-    settings = shim_settings(config_path, config, cache_dir, socket)
+    settings = shim_settings(config_path, config, cache_dir)
     report.warnings += code_warnings(settings)
     text = shim.render(settings, template_text)
     if existing == text and os.access(target, os.X_OK):

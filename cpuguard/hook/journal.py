@@ -1,12 +1,10 @@
 """Write one decision out: its audit line, its message on stderr, and a loss of either to syslog.
 
-Shared by the full decision (:mod:`cpuguard.hook.entry`) and a remembered one
-(:mod:`cpuguard.hook.memo`), which must not import more than the interpreter
-has loaded at start-up: so this module imports only ``os`` and ``fcntl``, and
-fills a remembered record's per-call fields in without the ``json`` module
-(which pulls in ``re``). The lines it writes are byte for byte what
-``json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
-writes (tests/hook/test_hook_memo.py checks it).
+The hook process imports only ``os`` and ``fcntl`` for it, and writes the
+record without the ``json`` package (which loads ``re``): :func:`json_line`
+writes byte for byte what ``json.dumps(record, sort_keys=True,
+separators=(",", ":"), ensure_ascii=False)`` writes (tests/hook/test_hook_audit.py
+checks it).
 
 Concurrency (docs/hook.md, "Audit log"): each line goes out in one ``write``
 on a descriptor opened with ``O_APPEND`` (the kernel positions every append
@@ -23,9 +21,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy und
 if TYPE_CHECKING:
     from typing import IO
 
-#: The fields that differ between two calls with the same decision, in the order JSON's sort_keys puts them.
-PER_CALL = ("caller", "decided_in", "elapsed_ms", "pid", "time")
-
 #: JSON's escapes (RFC 8259 section 7), as the json module writes them with ensure_ascii=False.
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
@@ -34,21 +29,24 @@ def json_string(text: str) -> str:
     return '"' + "".join(_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if c < " " else c) for c in text) + '"'
 
 
-def json_scalar(value: str | int | float | None) -> str:
-    """A per-call field as JSON: text, a whole number, a duration in milliseconds, or null."""
-    if value is None:
-        return "null"
+def json_value(value: object) -> str:
+    """JSON for a record's values: text, numbers, booleans, null, lists and objects (keys sorted)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
     if isinstance(value, str):
         return json_string(value)
-    return repr(value)  # int, and float as json writes it (float.__repr__)
+    if isinstance(value, int | float):
+        return repr(value)  # as json writes them (float.__repr__)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(json_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json_string(k)}:{json_value(value[k])}" for k in sorted(value)) + "}"
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
 
 
-def fill(segments: list[bytes], values: dict[str, str | int | float | None]) -> bytes:
-    """A record line from the segments between its per-call fields (:data:`PER_CALL`, in order)."""
-    parts = [segments[0]]
-    for name, segment in zip(PER_CALL, segments[1:], strict=True):
-        parts += [json_scalar(values[name]).encode(), segment]
-    return b"".join(parts)
+def json_line(record: dict[str, object]) -> bytes:
+    """One audit line: compact JSON, keys sorted, no raw newline possible."""
+    return (json_value(record) + "\n").encode()
 
 
 def append_line(path: str, line: bytes) -> None:

@@ -9,7 +9,6 @@ python=@PYTHON@
 python_path=@PYTHON_PATH@
 config=@CONFIG@
 cache_dir=@CACHE_DIR@
-socket=@SOCKET@
 audit_log=@AUDIT_LOG@
 deadline=@DEADLINE@
 # Exit codes when cpuguard cannot run at all (on_error of the config at install time).
@@ -27,19 +26,17 @@ esac
 
 # libvirt passes only LC_ALL, PATH and HOME: use the absolute interpreter, and
 # -I -S with cpuguard's path given explicitly (site initialisation is slow).
-# The client answers a call it has answered before from its memo, else asks
-# `cpuguard hook serve` on $socket if set, else decides itself.
 if [ -x "$python" ]; then
     exec "$python" -I -S -c '
 import sys
 sys.path.extend(sys.argv[1].split(":"))
 try:
-    from cpuguard.hook.client import main
+    from cpuguard.hook.entry import main
 except ImportError as exc:
     sys.stderr.write(f"cpuguard: hook cannot run: {exc}\n")
     sys.exit(int(sys.argv[2]))
 sys.exit(main(sys.argv[3:]))
-' "$python_path" "$on_error" --socket "$socket" --config "$config" --cache-dir "$cache_dir" \
+' "$python_path" "$on_error" --config "$config" --cache-dir "$cache_dir" \
         --on-error-exit "$on_error" --audit-log "$audit_log" --deadline "$deadline" -- "$@"
 fi
 message="cpuguard: hook cannot run: $python is missing (reinstall cpuguard, then run 'cpuguard hook install')"

@@ -18,7 +18,7 @@ from cpuguard.errors import BadInput
 
 MARKER = "# cpuguard-hook-shim 1"
 SETTINGS = (
-    "python", "python_path", "config", "cache_dir", "socket", "audit_log", "deadline",
+    "python", "python_path", "config", "cache_dir", "audit_log", "deadline",
     "on_error_migrate", "on_error_restore", "on_error_start",
 )  # fmt: skip
 

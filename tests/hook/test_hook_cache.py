@@ -1,4 +1,4 @@
-"""The precompiled context: used while every input is unchanged, rebuilt otherwise, never stale."""
+"""The precompiled context: plain JSON, used while every input is unchanged, rebuilt otherwise, never stale."""
 
 from __future__ import annotations
 
@@ -7,26 +7,35 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from hook_helpers import DOMAINS, HookSite
 
 from cpuguard.hook import cache
-from cpuguard.hook.context import HookContext, build_context, trust_chains
+from cpuguard.hook.context import build_context, trust_chains
+from cpuguard.hook.entry import Options, precompiled
+from cpuguard.hook.plain import plain_context
+from cpuguard.hook.shim import python_path
 
 LATER = time.time() + 3600  # "now" for save(): every input looks old enough to trust
 
 
 def builds(site: HookSite) -> list[Path]:
-    """load_or_build with a counting builder; returns the list it appends to."""
-    calls: list[Path] = []
+    """The plain context as the hook gets it; returns [the config] when it was built, [] when loaded."""
+    options = Options(config=str(site.config), cache_dir=str(site.cache_dir))
+    _, context = precompiled(options, lambda: datetime.now(UTC) + timedelta(hours=1))
+    return [site.config] if context is not None else []
 
-    def build(path: Path) -> HookContext:
-        calls.append(path)
-        return build_context(path)
 
-    cache.load_or_build(site.config, site.cache_dir, build=build, now=lambda: LATER)
-    return calls
+def saves(site: HookSite, now: float) -> bool:
+    context = build_context(site.config)
+    return cache.save(str(site.cache_dir), str(site.config), plain_context(context), context.inputs, now)
+
+
+def load(site: HookSite) -> dict[str, Any] | None:
+    return cache.load(str(site.cache_dir), str(site.config))
 
 
 def test_second_call_comes_from_the_cache(site: HookSite) -> None:
@@ -65,26 +74,25 @@ def test_a_policy_edit_shows_in_the_next_decision(site: HookSite) -> None:
 
 
 def test_inputs_changed_in_the_last_seconds_are_not_cached(site: HookSite) -> None:
-    context = build_context(site.config)
-    assert not cache.save(site.cache_dir, site.config, context, time.time())
+    assert not saves(site, time.time())
     assert not site.cache_dir.exists()
-    assert cache.save(site.cache_dir, site.config, context, time.time() + cache.RACY_SECONDS + 1)
+    assert saves(site, time.time() + cache.RACY_SECONDS + 1)
 
 
 def test_cache_anyone_else_could_have_written_is_ignored(site: HookSite) -> None:
     builds(site)
     (cached,) = site.cache_dir.iterdir()
     os.chmod(cached, 0o622)
-    assert cache.load(site.cache_dir, site.config) is None
+    assert load(site) is None
     os.chmod(cached, 0o600)
-    assert cache.load(site.cache_dir, site.config) is not None
+    assert load(site) is not None
 
 
 def test_damaged_cache_is_rebuilt(site: HookSite) -> None:
     builds(site)
     (cached,) = site.cache_dir.iterdir()
     cached.write_bytes(cached.read_bytes()[:100])
-    assert cache.load(site.cache_dir, site.config) is None
+    assert load(site) is None
     assert builds(site) == [site.config]
 
 
@@ -93,7 +101,9 @@ def test_each_config_directory_has_its_own_cache(site: HookSite, tmp_path: Path)
     other.root.mkdir()
     other.configure()
     other.cache_dir = site.cache_dir
-    assert cache.cache_file(site.cache_dir, site.config) != cache.cache_file(site.cache_dir, other.config)
+    assert cache.cache_file(str(site.cache_dir), str(site.config)) != cache.cache_file(
+        str(site.cache_dir), str(other.config)
+    )
     builds(site)
     builds(other)
     assert builds(site) == []
@@ -106,19 +116,31 @@ def test_unwritable_cache_directory_costs_speed_not_decisions(site: HookSite) ->
     assert builds(site) == [site.config]
 
 
-def test_a_cached_decision_imports_neither_pyyaml_nor_click_nor_libvirt(site: HookSite) -> None:
-    assert cache.save(site.cache_dir, site.config, build_context(site.config), LATER)
+def test_a_cached_decision_imports_no_core_parser_or_typing(site: HookSite) -> None:
+    """With the context current, a decision loads none of cpuguard's core, no YAML or XML parser,
+    no json, re, typing, dataclasses, pathlib or enum (docs/hook.md, "Speed")."""
+    assert saves(site, LATER)
+    heavy = (
+        "{'yaml', 'click', 'libvirt', 'xml', 'defusedxml', 'json', 're', 'typing', 'dataclasses', 'pathlib', 'enum'}"
+    )
     code = (
-        "import io, sys\n"
+        "import sys\n"
+        "sys.path.extend(sys.argv[1].split(':'))\n"  # as the shim runs it
+        "before = set(sys.modules)\n"
         "from cpuguard.hook.entry import main\n"
-        "code = main(sys.argv[1:], stdin=io.BytesIO(sys.stdin.buffer.read()), stderr=io.StringIO())\n"
-        "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'yaml', 'click', 'libvirt'}))\n"
+        "code = main(sys.argv[2:])\n"
+        "loaded = set(sys.modules) - before\n"
+        "core = sorted(m for m in loaded if m.startswith('cpuguard.') and not m.startswith('cpuguard.hook'))\n"
+        f"print(code, sorted({{m.split('.')[0] for m in loaded}} & {heavy}), core)\n"
     )
     args = [*site.options(), "--", "db01", "migrate", "begin", "-"]
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], input=(DOMAINS / "db01.xml").read_bytes(), capture_output=True, timeout=60
+        [sys.executable, "-I", "-S", "-c", code, ":".join(python_path()), *args],
+        input=(DOMAINS / "db01.xml").read_bytes(),
+        capture_output=True,
+        timeout=60,
     )
-    assert done.stdout.decode() == "1 []\n", done.stderr
+    assert done.stdout.decode() == "1 [] []\n", done.stderr
 
 
 def test_a_trusted_inputs_directories_are_watched_too(tmp_path: Path) -> None:
@@ -141,3 +163,17 @@ def test_a_reboot_alone_keeps_the_cached_context(site: HookSite) -> None:
     volatile = ("/proc/", "/sys/", "/run/", "/dev/")
     assert [i for i in context.inputs if i.startswith(volatile)] == []
     assert not any("btime" in repr(value) or "boot" in name for name, value in vars(context).items())
+    assert "btime" not in repr(plain_context(context))
+
+
+def test_the_cache_is_plain_json_and_names_its_inputs(site: HookSite) -> None:
+    import json
+
+    builds(site)
+    (cached,) = site.cache_dir.iterdir()
+    saved = json.loads(cached.read_text())
+    assert saved["header"] == cache.header()
+    paths = [path for path, _ in saved["inputs"]]
+    assert str(site.config) in paths and str(site.snapshot) in paths
+    assert set(cache.quick_path_files()) <= set(paths)
+    assert cache.parse_json(cached.read_text()) == saved

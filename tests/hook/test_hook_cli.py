@@ -114,7 +114,7 @@ def test_hook_install_makes_relative_paths_absolute(site: HookSite, tmp_path: Pa
     site.config.rename(work / "h" / "etc" / "config.yaml")
     site.policies.rename(work / "h" / "etc" / "policies")
     site.snapshot.rename(work / "h" / "etc" / "host.json")
-    args = ["--hooks-dir", "h/qemu.d", "--config", "h/etc/config.yaml", "--cache-dir", "h/cache", "--socket", "h/s"]
+    args = ["--hooks-dir", "h/qemu.d", "--config", "h/etc/config.yaml", "--cache-dir", "h/cache"]
     done = run_cpuguard("hook", "install", *args, cwd=work)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"installed {work / 'h' / 'qemu.d' / 'cpuguard'}\n")
@@ -122,9 +122,8 @@ def test_hook_install_makes_relative_paths_absolute(site: HookSite, tmp_path: Pa
     settings = shim.read_settings(shim_file.read_text())
     assert settings["config"] == str(work / "h" / "etc" / "config.yaml")
     assert settings["cache_dir"] == str(work / "h" / "cache")
-    assert settings["socket"] == str(work / "h" / "s")
     assert settings["audit_log"] == str(work / "h" / "etc" / "audit.jsonl")
-    for name in ("python", "config", "cache_dir", "socket", "audit_log"):
+    for name in ("python", "config", "cache_dir", "audit_log"):
         assert settings[name].startswith("/"), name
     assert all(entry.startswith("/") for entry in settings["python_path"].split(":"))
     run = run_shim(shim_file, "db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
@@ -151,7 +150,7 @@ def test_hook_run_with_a_broken_config_logs_where_the_installed_hook_does(site: 
     hooks = tmp_path / "qemu.d"
     xml = (DOMAINS / "db01.xml").read_text()
     args = ["--config", str(site.config), "--cache-dir", str(site.cache_dir), "--hooks-dir", str(hooks)]
-    installed = run_cpuguard("hook", "install", *args[:4], "--hooks-dir", str(hooks), "--socket", "")
+    installed = run_cpuguard("hook", "install", *args[:4], "--hooks-dir", str(hooks))
     assert installed.returncode == 0, installed.stderr
     site.config.write_text("mode: [\n")
 

@@ -108,7 +108,7 @@ def test_install_warns_loudly_about_a_python_path_below_tmp(site: HookSite, tmp_
     env["PYTHONPATH"] = str(entry)
     args = ["--hooks-dir", str(hooks), "--config", str(site.config), "--cache-dir", str(site.cache_dir)]
     done = subprocess.run(
-        [sys.executable, "-m", "cpuguard", "hook", "install", *args, "--socket", ""],
+        [sys.executable, "-m", "cpuguard", "hook", "install", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -173,7 +173,7 @@ def test_a_broken_host_file_fails_only_the_decisions_that_need_it(site: HookSite
     """web01 runs on mid-node (inventory); mid-node's capabilities file is cut off."""
     hosts = site.policies / "hosts" / "mid-node.xml"
     hosts.write_text(hosts.read_text()[:200])
-    warning = f"inventory host mid-node ignored (not needed here): {hosts}: malformed XML:"
+    warning = f"inventory host mid-node ignored (not needed here): {hosts}: taken for libvirt XML"
 
     # a VM on another host, and web01 where the live rule does not need mid-node's facts: decided, and warned
     db01 = site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
@@ -193,8 +193,9 @@ def test_a_broken_host_file_fails_only_the_decisions_that_need_it(site: HookSite
     assert web01_live.exit_code == 1
     assert web01_live.stderr.startswith(
         f"cpuguard: ERROR web01 on old-node (live): could not decide: web01 runs on mid-node (inventory), "
-        f"whose facts cannot be used: {hosts}: malformed XML:"
+        f"whose facts cannot be used: {hosts}: taken for libvirt XML"
     )
+    assert "malformed XML" in web01_live.stderr
     records = site.records()
     assert [r["verdict"] for r in records] == ["block", "block", "allow", "allow", "error"]
     assert all(any(w.startswith(warning) for w in r["warnings"]) for r in records[:4])

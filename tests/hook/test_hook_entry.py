@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hook_helpers import DOMAINS, HookSite, model_xml
@@ -18,7 +17,7 @@ def test_parse_args() -> None:
     options, words = parse_args(
         ["--config", "/c.yaml", "--no-cache", "--deadline", "2.5", "--on-error-exit", "1", "--", "vm", "migrate"]
     )
-    assert options == Options(config=Path("/c.yaml"), cache_dir=None, deadline=2.5, on_error_exit=1)
+    assert options == Options(config="/c.yaml", cache_dir=None, deadline=2.5, on_error_exit=1)
     assert words == ["vm", "migrate"]
     assert parse_args(["vm", "prepare", "begin", "-"]) == (Options(), ["vm", "prepare", "begin", "-"])
 

@@ -1,5 +1,4 @@
-"""cpuguard.hook.xmlkey: the memo's key is given only for documents cpuguard's parser reads, and two
-documents with one key parse to the same guest."""
+"""cpuguard.hook.domainxml: what it reads of a domain document, cpuguard's parser reads too, and the same."""
 
 from __future__ import annotations
 
@@ -12,8 +11,9 @@ from hypothesis import strategies as st
 
 from cpuguard.domain import parse_domain
 from cpuguard.errors import BadInput
-from cpuguard.hook.xmlkey import MAX_XML_BYTES, decision_key
+from cpuguard.hook.domainxml import MAX_XML_BYTES, Guest, read_guest
 from cpuguard.knowledge import load_knowledge
+from cpuguard.records import Domain
 from cpuguard.xmlsafe import MAX_XML_BYTES as XMLSAFE_MAX
 from cpuguard.xmlsafe import parse_xml
 
@@ -65,65 +65,61 @@ SAMPLES = [LIBVIRT_LIKE, *(p.read_bytes() for p in sorted(DOMAINS.glob("*.xml"))
 KNOWLEDGE = load_knowledge()
 
 
-def parses(data: bytes) -> bool:
+def parses(data: bytes) -> Domain | None:
     try:
-        parse_xml(data, "t")
+        return parse_domain(data, "t", KNOWLEDGE)
     except BadInput:
-        return False
-    return True
+        return None
+
+
+def agrees(guest: Guest, domain: Domain | None) -> bool:
+    """What read_guest read is what parse_domain read (names as written: quick.py canonicalises them)."""
+    assert domain is not None
+    assert (guest.virt_type, guest.name, guest.arch) == (domain.virt_type, domain.name, domain.arch)
+    if guest.cpu is None:
+        return domain.cpu.mode == "default"
+    features: dict[str, set[str]] = {}
+    for name, policy in guest.cpu.features:
+        features.setdefault(policy, set()).add(KNOWLEDGE.vocabulary.try_canonical(name) or name)
+    cpu = domain.cpu
+    assert features.get("require", set()) | features.get("force", set()) == cpu.required
+    assert (features.get("optional", set()), features.get("disable", set())) == (cpu.optional, cpu.disabled)
+    assert features.get("forbid", set()) == cpu.forbidden
+    assert (guest.cpu.vendor or None) == cpu.vendor
+    model = KNOWLEDGE.cpu_map.find(guest.cpu.model) if guest.cpu.model else None
+    return cpu.mode == "default" or (model.name if model else guest.cpu.model or None) == cpu.model
 
 
 def test_the_size_cap_is_xmlsafes() -> None:
     assert MAX_XML_BYTES == XMLSAFE_MAX
 
 
-def test_libvirts_documents_are_keyed_by_their_decisive_parts() -> None:
-    key = decision_key(LIBVIRT_LIKE)
-    assert key is not None
-    root, name, os_tag, os_type, cpu = key.split(b"\0")
-    assert root == b"domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
-    assert name == b"<name>web01</name>"
-    assert os_tag == b"os"
-    assert os_type == b"<type arch='x86_64' machine='pc-q35-7.2'>hvm</type>"
-    assert cpu.startswith(b"<cpu mode='custom' match='exact' check='full'>") and cpu.endswith(b"</cpu>")
+def test_libvirts_documents_are_read() -> None:
+    guest = read_guest(LIBVIRT_LIKE)
+    assert guest is not None and guest.cpu is not None
+    assert (guest.virt_type, guest.name, guest.arch) == ("kvm", "web01", "x86_64")
+    assert (guest.cpu.mode, guest.cpu.model, guest.cpu.vendor) == ("custom", "Westmere", "Intel")
+    assert guest.cpu.features == [("pclmuldq", "require"), ("x2apic", "disable")]
     for sample in SAMPLES:
-        assert decision_key(sample) is not None
-
-
-def test_the_rest_of_the_document_is_not_in_the_key() -> None:
-    # what changes between two starts of one domain: its id, its ports, its network devices
-    elsewhere = LIBVIRT_LIKE.replace(b"vnet7", b"vnet12").replace(b"5901", b"5907").replace(b"id='3' ", b"id='4' ")
-    assert decision_key(elsewhere) == decision_key(LIBVIRT_LIKE)
-    assert parse_domain(elsewhere, "x", KNOWLEDGE) == parse_domain(LIBVIRT_LIKE, "x", KNOWLEDGE)
-
-
-@pytest.mark.parametrize(
-    ("old", "new"),
-    [
-        (b"<domain type='kvm'", b"<domain type='qemu'"),
-        (b"<name>web01</name>", b"<name>web02</name>"),
-        (b"arch='x86_64'", b"arch='i686'"),
-        (b"<os>", b"<os xmlns='urn:elsewhere'>"),
-        (b"<domain type='kvm' id='3'", b"<domain type='kvm' id='3' xmlns='urn:elsewhere'"),
-        (b"xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'", b"xmlns:qemu='urn:other'"),
-        (b"<model fallback='forbid'>Westmere</model>", b"<model fallback='forbid'>Haswell</model>"),
-        (b"policy='disable' name='x2apic'", b"policy='require' name='x2apic'"),
-    ],
-)
-def test_each_decisive_part_changes_the_key(old: bytes, new: bytes) -> None:
-    assert old in LIBVIRT_LIKE
-    changed = decision_key(LIBVIRT_LIKE.replace(old, new))
-    assert changed is not None and changed != decision_key(LIBVIRT_LIKE)
+        found = read_guest(sample)
+        assert found is not None and agrees(found, parses(sample))
 
 
 def test_a_cpu_element_below_another_is_not_the_guests() -> None:
-    """Only the root's own <cpu> counts (parse_domain's root.findall("cpu")), and only it is keyed."""
+    """Only the root's own <cpu> counts (parse_domain's root.findall("cpu"))."""
     doc = b"<domain type='kvm'><name>v</name><metadata><cpu mode='host-passthrough'/></metadata></domain>"
-    key = decision_key(doc)
-    assert key is not None and key.split(b"\0")[-1] == b""
+    guest = read_guest(doc)
+    assert guest is not None and guest.cpu is None
     assert parse_domain(doc, "x", KNOWLEDGE).cpu.mode == "default"
-    plain = b"<domain type='kvm'><name>v</name><metadata><cpu mode='custom'/></metadata></domain>"
-    assert decision_key(plain) == key
+
+
+def test_entities_and_attribute_whitespace_are_read_as_xml_reads_them() -> None:
+    doc = b"<domain type='kvm'><name>a&amp;b</name><cpu mode='custom'><vendor>\n Intel\n</vendor></cpu></domain>"
+    guest = read_guest(doc)
+    assert guest is not None and guest.cpu is not None
+    assert (guest.name, guest.cpu.vendor) == ("a&b", "Intel")
+    tabbed = read_guest(b"<domain type='k\tv'><name>v</name></domain>")
+    assert tabbed is not None and tabbed.virt_type == parse_xml(b"<domain type='k\tv'/>", "t").get("type") == "k v"
 
 
 @pytest.mark.parametrize(
@@ -140,6 +136,13 @@ def test_a_cpu_element_below_another_is_not_the_guests() -> None:
         b"<domain><name>v</name><name>w</name></domain>",
         b"<domain><os><type arch='x86_64'/></os><os><type arch='aarch64'/></os></domain>",
         b"<domain><os><type arch='x86_64'/><type arch='aarch64'/></os></domain>",
+        b"<domain><name>v</name><cpu><model>a</model><model>b</model></cpu></domain>",
+        b"<domain><name>v</name><cpu><vendor>a</vendor><vendor>b</vendor></cpu></domain>",
+        b"<domain><name>v</name><cpu><feature policy='require'/></cpu></domain>",
+        b"<domain xmlns='urn:elsewhere'><name>v</name></domain>",
+        b"<domain><name>v</name><os xmlns='urn:elsewhere'><type arch='i686'/></os></domain>",
+        b"<other><name>v</name></other>",
+        b"<domain>\r\n<name>v</name></domain>",
         b"<domain><q:cpu/></domain>",
         b"<domain><name q:x='1'>v</name></domain>",
         b"<domain xmlns:q=''><q:cpu/></domain>",
@@ -167,46 +170,36 @@ def test_a_cpu_element_below_another_is_not_the_guests() -> None:
         b"   ",
     ],
 )
-def test_what_the_key_does_not_vouch_for(doc: bytes) -> None:
-    assert decision_key(doc) is None
+def test_what_it_does_not_vouch_for(doc: bytes) -> None:
+    assert read_guest(doc) is None
 
 
-def test_every_keyed_document_parses() -> None:
-    """Cut every sample at every byte and insert troublesome bytes everywhere: whatever gets a key,
-    cpuguard's own parser reads too."""
+def test_every_document_read_parses_the_same() -> None:
+    """Cut every sample at every byte and insert troublesome bytes everywhere: whatever is read,
+    cpuguard's own parser reads too, and the same."""
     troubles = [b"<", b">", b"&", b"'", b'"', b"/", b":", b"=", b" ", b"</a>", b"<a>", b"\0", b"\xff", b"&lt;"]
-    keyed = 0
+    read = 0
     for sample in SAMPLES:
         variants = [sample[:cut] for cut in range(len(sample))]
         variants += [sample[:i] + t + sample[i:] for i in range(0, len(sample), 3) for t in troubles]
         for doc in variants:
-            if decision_key(doc) is not None:
-                keyed += 1
-                assert parses(doc), doc
-    assert keyed > 100  # the test looked at documents with keys, not only at refusals
+            guest = read_guest(doc)
+            if (
+                guest is not None
+                and guest.name
+                and (guest.cpu is None or guest.cpu.mode in ("custom", "host-model", "host-passthrough", "maximum"))
+            ):
+                read += 1
+                assert parse_xml(doc, "t") is not None, doc
+    assert read > 100  # the test looked at documents it read, not only at refusals
 
 
-def test_hostile_domain_documents_get_no_key_or_parse() -> None:
+def test_hostile_domain_documents_are_not_read_or_parse() -> None:
     from tests.hostile.catalog import DOMAIN_XML
 
     for case in DOMAIN_XML:
-        if decision_key(case.data) is not None:
-            assert parses(case.data), case.name
-
-
-def test_documents_with_one_key_parse_to_one_guest() -> None:
-    """Whatever differs outside the key, parse_domain sees the same guest."""
-    base = LIBVIRT_LIKE
-    variants = [
-        base.replace(b"<boot dev='hd'/>", b"<boot dev='network'/><bootmenu enable='yes'/>"),
-        base.replace(b"<memory unit='KiB'>2097152</memory>", b"<memory unit='KiB'>4194304</memory>"),
-        base.replace(b"<devices>", b"<devices><disk type='file'><source file='/a&amp;b'/></disk>"),
-        base.replace(b"</metadata>", b"<cpu mode='host-passthrough'/></metadata>"),
-        base.replace(b"\n    <interface", b"<interface"),
-    ]
-    for variant in variants:
-        assert decision_key(variant) == decision_key(base)
-        assert parse_domain(variant, "x", KNOWLEDGE) == parse_domain(base, "x", KNOWLEDGE)
+        if read_guest(case.data) is not None:
+            assert parse_xml(case.data, "t") is not None, case.name
 
 
 ALPHABET = b"<>/&;'\"=:! ?\n\tabcdnmeptuyosx-_.0\x00\xff\xc3\xa9"
@@ -222,33 +215,18 @@ def test_random_edits_never_key_what_the_parser_refuses(data: st.DataObject) -> 
             doc[at:at] = bytes(data.draw(st.lists(st.sampled_from(ALPHABET), min_size=1, max_size=4)))
         else:
             del doc[at : at + data.draw(st.integers(1, 6))]
-    if decision_key(bytes(doc)) is not None:
-        assert parses(bytes(doc))
+    if read_guest(bytes(doc)) is not None:
+        assert parse_xml(bytes(doc), "t") is not None
 
 
 CAPTURED = Path(__file__).parent / "data"
 
 
-def test_what_libvirt_hands_the_hook_is_keyed_and_its_id_is_not_in_the_key() -> None:
+def test_what_libvirt_hands_the_hook_is_read() -> None:
     """Captured from the testbed (scripts/testbed) with a hook that saved its stdin: one guest started,
     migrated away and back, destroyed and started again."""
     captures = {p.name: p.read_bytes() for p in sorted(CAPTURED.glob("libvirt9-testbed-*.xml"))}
     assert len(captures) == 4
-    keys = {name: decision_key(data) for name, data in captures.items()}
-    assert None not in keys.values()
-    first, third = (
-        captures["libvirt9-testbed-prepare-begin-first-start.xml"],
-        captures["libvirt9-testbed-prepare-begin-third-start.xml"],
-    )
-    assert first.split(b"\n", 1)[0] == b"<domain type='qemu' id='1'>"
-    assert third.split(b"\n", 1)[0] == b"<domain type='qemu' id='3'>"
-    assert (
-        keys["libvirt9-testbed-prepare-begin-first-start.xml"] == keys["libvirt9-testbed-prepare-begin-third-start.xml"]
-    )
-    # after a migration libvirt's live definition has the CPU as QEMU ran it: another question
-    assert (
-        keys["libvirt9-testbed-prepare-begin-after-migration.xml"]
-        != keys["libvirt9-testbed-prepare-begin-first-start.xml"]
-    )
     for data in captures.values():
-        assert parses(data)
+        guest = read_guest(data)
+        assert guest is not None and agrees(guest, parses(data))
