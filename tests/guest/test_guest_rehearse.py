@@ -26,7 +26,9 @@ CPUGUARD = [sys.executable, "-m", "cpuguard"]
 APPLIANCE_ENV = {"LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
 PROGRAM = "/usr/sbin/pbxd"
 GUARDED = "/usr/local/bin/guarded"
-GUARDED_SOURCE = Path(__file__).resolve().parents[1] / "rehearse" / "programs" / "guarded.c"
+SOURCES = Path(__file__).resolve().parents[1] / "rehearse" / "programs"
+GUARDED_SOURCE = SOURCES / "guarded.c"
+MODULES = "/usr/lib/asterisk/modules"
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -52,6 +54,12 @@ def rehearsal_guest(tmp_path_factory: pytest.TempPathFactory, assembled_root: im
     root = images.add_custom_program(root, PROGRAM, march="haswell", library="runpath", plugins=1)
     guarded = images.compile_c(GUARDED_SOURCE.read_text(), base / "guarded", "x86-64")
     install_file(root.path, GUARDED, guarded.read_bytes(), 0o755)
+    # an Asterisk (the stand-in of tests/rehearse) whose codec module was built for Haswell
+    standin = images.compile_c((SOURCES / "asterisk_standin.c").read_text(), base / "asterisk", "x86-64", "-ldl")
+    install_file(root.path, "/usr/sbin/asterisk", standin.read_bytes(), 0o755)
+    module = images.compile_c((SOURCES / "codec_fast.c").read_text(), base / "codec.so", "haswell", "-shared", "-fPIC")
+    install_file(root.path, f"{MODULES}/codec_fast.so", module.read_bytes(), 0o755)
+    install_file(root.path, "/etc/asterisk/asterisk.conf", f"[directories]\nastmoddir => {MODULES}\n".encode())
     disk = images.qcow2_of(images.ext4_disk(root, base / "pbx.raw", table="gpt"), base / "pbx.qcow2")
     policies = base / "policies"
     (policies / "vms").mkdir(parents=True)
@@ -120,3 +128,18 @@ def test_unknown_program_in_the_guest_is_one_line(rehearsal_guest: dict[str, Pat
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "/usr/sbin/nosuchd" in result.stderr and "no such program" in result.stderr
+
+
+def test_recognised_workload_rehearsed_by_default(rehearsal_guest: dict[str, Path], tmp_path: Path) -> None:
+    """No command, no policy: the guest's Asterisk is found on its disk and started with its modules."""
+    g = rehearsal_guest
+    (tmp_path / "inventory.yaml").write_text("hosts: {}\nvms: {}\n")
+    result = run(
+        "rehearse", g["domain"], "host", "uarch:westmere", "--policies", tmp_path, "--log", g["log"],
+        "--format", "json",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr + result.stdout
+    (answer,) = json.loads(result.stdout)
+    assert answer["command"][:2] == ["/usr/sbin/asterisk", "-f"] and "-C" in answer["command"]
+    assert (answer["fault"]["object_path"], answer["fault"]["function"]) == (f"{MODULES}/codec_fast.so", "mix_frames")
+    assert f"{MODULES}/codec_fast.so" in answer["files"]

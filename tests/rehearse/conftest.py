@@ -63,3 +63,36 @@ TEST_LOG = Path(tempfile.mkdtemp(prefix="cpuguard-rehearse-log-")) / "rehearsals
 def rehearse_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``cpuguard rehearse ARGS`` as a user runs it, logging to :data:`TEST_LOG`."""
     return run_cpuguard("rehearse", "--log", str(TEST_LOG), *args, cwd=NEUTRAL_CWD)
+
+
+def _install(root: Path, guest_path: str, source: str, flags: list[str]) -> None:
+    """Compile ``source`` to ``guest_path`` inside ``root``, with the libraries it needs from here."""
+    from cpuguard.rehearse import sysroot
+    from cpuguard.rehearse.guestroot import GuestRoot
+
+    target = root / guest_path.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([need_tool("gcc"), "-O2", "-o", str(target), str(PROGRAMS / source), *flags], check=True)
+    found = sysroot.closure(GuestRoot(Path("/")), str(target), extras=False)
+    del found.files[str(target)]
+    sysroot.build(GuestRoot(Path("/")), found, root)
+
+
+ASTERISK_MODULES = "/usr/lib/asterisk/modules"
+
+
+@pytest.fixture(scope="session")
+def asterisk_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A guest root with an Asterisk stand-in (/usr/sbin/asterisk, baseline x86-64) whose module
+    codec_fast.so was built -march=haswell, beside a baseline codec_plain.so."""
+    root = tmp_path_factory.mktemp("asterisk-root")
+    _install(root, "/usr/sbin/asterisk", "asterisk_standin.c", ["-march=x86-64", "-ldl"])
+    _install(root, f"{ASTERISK_MODULES}/codec_fast.so", "codec_fast.c", ["-march=haswell", "-shared", "-fPIC"])
+    _install(root, f"{ASTERISK_MODULES}/codec_plain.so", "codec_fast.c", ["-march=x86-64", "-shared", "-fPIC"])
+    etc = root / "etc" / "asterisk"
+    etc.mkdir(parents=True)
+    (etc / "asterisk.conf").write_text(
+        f"[directories](!)\nastetcdir => /etc/asterisk\nastmoddir => {ASTERISK_MODULES}\n"
+    )
+    (etc / "cli.conf").write_text("[startup_commands]\n; the guest's own: stops nothing\n")
+    return root
