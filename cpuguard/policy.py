@@ -11,10 +11,10 @@ docs/policy.md)::
       model: Haswell-noTSX # optional: every feature of a libvirt model
     binaries: [...]        # written by `cpuguard scan --merge-into`
     rehearse:              # what `cpuguard rehearse` runs when no command is given
-      - argv: [/usr/sbin/asterisk, -c, -g, -q, -x, core stop now]
+      - argv: [/opt/app/bin/report, --selftest]
         expect_status: 0   # optional (0)
         timeout: 60        # optional, seconds (60)
-        files: [/usr/lib/asterisk/modules/codec_g722.so]   # optional: more guest files
+        files: [/opt/app/plugins/fast.so]   # optional: more guest files (dlopen'ed)
 """
 
 from __future__ import annotations
