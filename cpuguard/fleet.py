@@ -21,9 +21,9 @@ from cpuguard.inventory import INVENTORY_NAME, Inventory, read_inventory
 from cpuguard.knowledge import Knowledge
 from cpuguard.libvirt_api import connect
 from cpuguard.policy import VmPolicy, find_policy, read_policy, with_guest
-from cpuguard.records import Domain, HostFacts, Move, Requirements, Verdict
+from cpuguard.records import Domain, HostFacts, Move, Rehearsed, Requirements, Verdict
 from cpuguard.requirements import build_requirements
-from cpuguard.verdict import decide
+from cpuguard.verdict import decide, with_rehearsals
 
 if TYPE_CHECKING:
     from cpuguard.scan.records import FileScan
@@ -154,6 +154,12 @@ class Fleet:
         paths = [d / f"{vm}.json" for d in guest_scan_dirs(self.inventory.root, self.inventory.path)]
         return latest_scan([read_needs(p, vm=vm, now=now) for p in paths if p.exists()])
 
+    def rehearsals(self, vm: str, host: str) -> list[Rehearsed]:
+        """The kept rehearsals of ``vm`` on ``host`` (``cpuguard rehearse``), newest first."""
+        from cpuguard.rehearse.evidence import latest
+
+        return latest(self.inventory.root, vm, host)
+
     def vm(self, spec: str) -> tuple[str, Domain | None, VmPolicy | None, str | None]:
         """(name, domain, policy, current host) for an inventory VM, a policy-only VM,
         a domain XML file, or ``URI/domain-name``."""
@@ -225,7 +231,8 @@ def _outsider(fleet: Fleet, vm_spec: str) -> bool:
 def check_vm(fleet: Fleet, vm_spec: str, host_spec: str, move: Move, source_spec: str | None = None) -> Verdict:
     req, _source = requirements_for(fleet, vm_spec, move, source_spec)
     host = fleet.host(host_spec)
-    return decide(req, host, alternatives=fleet.known_hosts())
+    verdict = decide(req, host, alternatives=fleet.known_hosts())
+    return with_rehearsals(verdict, fleet.rehearsals(verdict.vm, verdict.host))
 
 
 def check_binaries(fleet: Fleet, paths: list[Path], host_spec: str, *, use_cache: bool = True) -> Verdict:

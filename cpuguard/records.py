@@ -113,6 +113,21 @@ class Missing:
 
 
 @dataclass(frozen=True)
+class Rehearsed:
+    """A kept rehearsal of a VM on a host (``cpuguard rehearse``): the evidence a report shows."""
+
+    vm: str
+    host: str
+    time: datetime
+    command: tuple[str, ...]
+    outcome: str  # passed | failed-cpu | failed-other | cannot-rehearse
+    reason: str
+    fault: str | None = None  # where it faulted: "main+352 in /usr/sbin/asterisk"
+    instruction: str | None = None
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Verdict:
     vm: str
     host: str
@@ -132,6 +147,7 @@ class Verdict:
     policy: str | None = None
     current_host: str | None = None
     blocked: tuple[str, ...] = ()  # subject binaries: those that cannot run there (sorted paths)
+    rehearsals: tuple[Rehearsed, ...] = ()  # the latest of each command on this host, newest first
 
     @property
     def allowed(self) -> bool:

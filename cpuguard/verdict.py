@@ -7,10 +7,12 @@ both sides, architecture/vendor problems and hints. No I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from cpuguard.levels import LEVEL_NAMES, highest_level, level_features, lowest_level_covering
-from cpuguard.records import HostFacts, Missing, Origin, Outcome, Requirements, Verdict
+from cpuguard.records import HostFacts, Missing, Origin, Outcome, Rehearsed, Requirements, Verdict
 
 
 def _group(needs: Iterable[tuple[str, Origin]]) -> tuple[Missing, ...]:
@@ -121,3 +123,22 @@ def decide(
         policy=req.policy,
         current_host=req.current_host,
     )
+
+
+def with_rehearsals(verdict: Verdict, rehearsed: Sequence[Rehearsed]) -> Verdict:
+    """``verdict`` with the kept rehearsals of its VM on its host (newest first). A rehearsal never
+    blocks by itself, but one that failed on the CPU turns an allow into a warning: the emulated
+    host could not run the workload's own code, whatever the static needs say."""
+    if not rehearsed:
+        return verdict
+    warnings = list(verdict.warnings)
+    outcome = verdict.outcome
+    for kept in rehearsed:
+        if kept.outcome == "failed-cpu" and verdict.outcome is not Outcome.BLOCK:
+            when = kept.time.strftime("%Y-%m-%d %H:%M %Z").strip()
+            warnings.append(
+                f"rehearsal of `{shlex.join(kept.command)}` on {kept.host} failed on the CPU ({when}): {kept.reason}"
+            )
+            if outcome is Outcome.ALLOW:
+                outcome = Outcome.WARN
+    return replace(verdict, outcome=outcome, warnings=tuple(warnings), rehearsals=tuple(rehearsed))

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cpuguard import __version__
 from cpuguard.errors import BadInput
+from cpuguard.records import Rehearsed
 from cpuguard.rehearse.records import Rehearsal
 
 FORMAT = "cpuguard-rehearsals/1"
@@ -30,21 +30,6 @@ REHEARSALS_DIR = "rehearsals"
 MAX_BYTES = 16 * 1024 * 1024
 #: Rehearsals kept per VM (the latest of each host and command).
 MAX_KEPT = 200
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What a report says about one kept rehearsal."""
-
-    vm: str
-    host: str
-    time: datetime
-    command: tuple[str, ...]
-    outcome: str
-    reason: str
-    function: str | None = None  # where it faulted: "main+352 in /usr/sbin/asterisk"
-    instruction: str | None = None
-    missing: tuple[str, ...] = ()
 
 
 def evidence_path(policies: Path, vm: str) -> Path:
@@ -108,7 +93,7 @@ def append_log(path: Path, rehearsals: Sequence[Rehearsal], when: datetime) -> N
         os.close(fd)
 
 
-def _evidence(vm: str, raw: dict[str, Any], where: Path) -> Evidence:
+def _evidence(vm: str, raw: dict[str, Any], where: Path) -> Rehearsed:
     try:
         fault = raw.get("fault") or {}
         place = None
@@ -116,14 +101,14 @@ def _evidence(vm: str, raw: dict[str, Any], where: Path) -> Evidence:
             place = str(fault["function"]) + (f"+{fault['function_offset']}" if fault.get("function_offset") else "")
             if fault.get("object_path"):
                 place += f" in {fault['object_path']}"
-        return Evidence(
+        return Rehearsed(
             vm=vm,
             host=str(raw["host"]),
             time=datetime.fromisoformat(str(raw["time"])),
             command=tuple(str(word) for word in raw["command"]),
             outcome=str(raw["outcome"]),
             reason=str(raw["reason"]),
-            function=place,
+            fault=place,
             instruction=str(fault["instruction"]) if fault.get("instruction") else None,
             missing=tuple(str(m) for m in fault.get("missing") or ()),
         )
@@ -131,7 +116,7 @@ def _evidence(vm: str, raw: dict[str, Any], where: Path) -> Evidence:
         raise BadInput(where, f"a rehearsal record is incomplete or malformed ({exc})") from None
 
 
-def latest(policies: Path, vm: str, host: str | None = None) -> list[Evidence]:
+def latest(policies: Path, vm: str, host: str | None = None) -> list[Rehearsed]:
     """The kept rehearsals of ``vm`` (on ``host``), newest first."""
     path = evidence_path(policies, vm)
     found = [_evidence(vm, raw, path) for raw in _read(path)]
