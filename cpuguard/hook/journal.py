@@ -23,10 +23,11 @@ if TYPE_CHECKING:
 
 #: JSON's escapes (RFC 8259 section 7), as the json module writes them with ensure_ascii=False.
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+_TABLE = {c: _ESCAPES.get(chr(c), f"\\u{c:04x}") for c in (*range(32), ord('"'), ord("\\"))}
 
 
 def json_string(text: str) -> str:
-    return '"' + "".join(_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if c < " " else c) for c in text) + '"'
+    return '"' + text.translate(_TABLE) + '"'
 
 
 def json_value(value: object) -> str:

@@ -163,3 +163,15 @@ def test_a_record_the_disk_cannot_hold_is_cut_off_whole(tmp_path: Path) -> None:
     assert log.read_text() == '{"vm":"first"}\n'
     audit.append(log, {"vm": "next"})
     assert [json.loads(line)["vm"] for line in log.read_text().splitlines()] == ["first", "next"]
+
+
+def test_the_hooks_json_is_the_json_modules(site: HookSite) -> None:
+    """cpuguard.hook.journal writes records without the json package, byte for byte as audit.encode does."""
+    from cpuguard.hook.journal import json_line
+
+    site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes())
+    site.hook("db01", "migrate", b"broken")
+    tricky = 'a"b\\c\n\r\t\b\f\x00\x1f\x7f é \u2028 😀'
+    records = [*site.records(), {"x": [tricky, 1, 2.5, -0.0, 1e16, True, False, None, {"b": {}, "a": []}]}]
+    for record in records:
+        assert json_line(record) == audit.encode(record)
