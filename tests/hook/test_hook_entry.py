@@ -161,3 +161,17 @@ def test_inputs_other_users_could_change_are_refused(site: HookSite) -> None:
     assert site.records()[0]["verdict"] == "error"
     site.configure(check_permissions=False)
     assert "BLOCK db01" in site.hook("db01", "migrate", (DOMAINS / "db01.xml").read_bytes()).stderr
+
+
+def test_a_shim_installed_by_cpuguard_0_1_still_decides(site: HookSite) -> None:
+    """Such shims run cpuguard.hook.client with --socket first: it is dropped, the entry decides."""
+    argv = ["--socket", "/run/cpuguard/hook.sock", *site.options(), "--", "db01", "migrate", "begin", "-"]
+    xml = (DOMAINS / "db01.xml").read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from cpuguard.hook.client import main; sys.exit(main())", *argv],
+        input=xml,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and done.stdout == b""
+    assert done.stderr.decode().startswith("cpuguard: BLOCK db01 on old-node (live)")
