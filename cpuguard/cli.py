@@ -59,6 +59,7 @@ def _split_host(words: Sequence[str], usage: str) -> tuple[list[str], str]:
 @click.option("--live/--cold", "live", default=True, help="Kind of move (default: live).")
 @click.option("--from-host", "source", default=None, help="Where the VM runs now (default: the inventory's).")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output format.")
+@click.option("--verbose", "-v", is_flag=True, help="List every feature by name (text is grouped by x86-64 level).")
 @policies_option
 @click.option(
     "--inventory",
@@ -68,7 +69,13 @@ def _split_host(words: Sequence[str], usage: str) -> tuple[list[str], str]:
     "default: POLICIES/inventory.yaml.",
 )
 def check_vm_cmd(
-    words: tuple[str, ...], live: bool, source: str | None, fmt: str, policies: Path | None, inventory: Path | None
+    words: tuple[str, ...],
+    live: bool,
+    source: str | None,
+    fmt: str,
+    verbose: bool,
+    policies: Path | None,
+    inventory: Path | None,
 ) -> None:
     """May VM move to HOST?
 
@@ -88,25 +95,26 @@ def check_vm_cmd(
     if len(vms) != 1:
         raise click.UsageError("expected exactly one VM: cpuguard check vm VM host HOST")
     verdict = check_vm(_fleet(policies, inventory), vms[0], host, Move.LIVE if live else Move.COLD, source)
-    _emit_verdict(verdict, fmt)
+    _emit_verdict(verdict, fmt, verbose)
 
 
 @check.command("binary")
 @click.argument("words", nargs=-1, required=True, metavar="PATH... host HOST")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.option("--no-cache", is_flag=True, help="Rescan even unchanged files.")
+@click.option("--verbose", "-v", is_flag=True, help="List every feature by name (text is grouped by x86-64 level).")
 @policies_option
-def check_binary_cmd(words: tuple[str, ...], fmt: str, no_cache: bool, policies: Path | None) -> None:
+def check_binary_cmd(words: tuple[str, ...], fmt: str, no_cache: bool, verbose: bool, policies: Path | None) -> None:
     """May these binaries run on HOST? Scans them (files or directories) like `cpuguard scan`
     and applies the cold rule: same verdicts and exit codes as `check vm`."""
     from cpuguard.fleet import check_binaries
 
     paths, host = _split_host(words, "cpuguard check binary PATH... host HOST")
     verdict = check_binaries(_fleet(policies), [Path(p) for p in paths], host, use_cache=not no_cache)
-    _emit_verdict(verdict, fmt)
+    _emit_verdict(verdict, fmt, verbose)
 
 
-def _emit_verdict(verdict, fmt: str) -> None:  # type: ignore[no-untyped-def]
+def _emit_verdict(verdict, fmt: str, verbose: bool = False) -> None:  # type: ignore[no-untyped-def]
     if fmt == "json":
         from cpuguard.render.jsonout import render_json
 
@@ -114,7 +122,7 @@ def _emit_verdict(verdict, fmt: str) -> None:  # type: ignore[no-untyped-def]
     else:
         from cpuguard.render.verdict_text import render_text
 
-        click.echo(render_text(verdict), nl=False)
+        click.echo(render_text(verdict, verbose), nl=False)
     raise SystemExit(EXIT_BLOCKED if verdict.outcome is Outcome.BLOCK else EXIT_OK)
 
 
@@ -182,10 +190,12 @@ def host_snapshot(sources: tuple[str, ...], output: Path | None, name: str | Non
 @host.command("show")
 @click.argument("host_spec", metavar="HOST")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--verbose", "-v", is_flag=True, help="List every feature by name (text is grouped by x86-64 level).")
 @policies_option
-def host_show(host_spec: str, fmt: str, policies: Path | None) -> None:
+def host_show(host_spec: str, fmt: str, verbose: bool, policies: Path | None) -> None:
     """Show what HOST offers: features, x86-64 level, matching libvirt models."""
     from cpuguard.levels import highest_level
+    from cpuguard.render.features import host_lines
     from cpuguard.render.jsonout import render_json
 
     fleet = _fleet(policies)
@@ -196,16 +206,8 @@ def host_show(host_spec: str, fmt: str, policies: Path | None) -> None:
         data = {"host": facts, "level": highest_level(facts.flags), "libvirt_models": models}
         click.echo(render_json(data), nl=False)
         return
-    click.echo(f"{facts.name or host_spec}: {facts.arch} {facts.vendor} {facts.model_name}".rstrip())
-    click.echo(f"  level: {highest_level(facts.flags) or 'below x86-64-v1'}")
-    more = f" (and {len(runnable) - 5} smaller)" if len(runnable) > 5 else ""
-    click.echo(f"  libvirt models it can run, largest first: {', '.join(models) or 'none'}{more}")
-    click.echo(
-        f"  source: {facts.source}" + (f", captured {facts.captured_at.isoformat()}" if facts.captured_at else "")
-    )
-    for note in facts.notes:
-        click.echo(f"  note: {note}")
-    click.echo(f"  {len(facts.flags)} features: {' '.join(sorted(facts.flags))}")
+    text = "\n".join(host_lines(facts, host_spec, highest_level(facts.flags), runnable, verbose=verbose))
+    click.echo(text)
 
 
 @cli.command("feature")

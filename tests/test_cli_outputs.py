@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLE_POLICIES, run_cpuguard
+from tests.planning.chromium import DomIndex, Element
 
 
 def test_a_junk_xml_host_file_says_what_it_was_taken_for_and_why_each_reader_refused(tmp_path: Path) -> None:
@@ -160,8 +161,8 @@ def test_check_says_the_vm_runs_there_already_and_has_no_policy() -> None:
     assert result.stdout == (
         "ALLOW  ci01 can move to old-node (live migration or memory-image restore)\n"
         "  levels: ci01 uses features up to x86-64-v2; old-node offers all of x86-64-v2\n"
-        "  live rule: the host must offer every feature the running guest sees now, plus what its CPU definition "
-        "and workload need\n"
+        "  live rule: the host must offer every feature the running guest sees now, plus\n"
+        "    what its CPU definition and workload need\n"
         "  note: ci01 already runs on old-node\n"
         "  note: ci01 has no policy, so nothing declares what its workload needs\n"
         "  host facts: capabilities:policies/hosts/old-node.xml\n"
@@ -193,3 +194,96 @@ def test_the_example_units_that_write_a_snapshot_create_its_directory() -> None:
     playbook = (ROOT / "examples" / "ansible" / "cpuguard.yml").read_text()
     make = playbook.index('path: "{{ cpuguard_state_dir }}"\n        state: directory')
     assert make < playbook.index("--output {{ cpuguard_state_dir }}/host.json")
+
+
+def test_check_groups_a_long_list_by_level_and_fits_80_columns() -> None:
+    result = run_cpuguard("check", "vm", "pbx01", "host", "old-node")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    start = lines.index("    avx2, bmi2")
+    assert lines[start : start + 5] == [
+        "    avx2, bmi2",
+        "        <- policy policies/vms/pbx01.yaml",
+        "    what x86-64-v3 and x86-64-v4 add, plus 3dnowprefetch, adx, clflushopt, clwb,",
+        "      erms, fsgsbase, hle, invpcid, mpx, pcid, pdpe1gb, rdrand, rdseed, rdtscp,",
+        "      rtm, smap, smep, vme, xgetbv1, xsavec, xsaveopt",
+    ]
+    assert max(len(line) for line in lines) <= 80 and len(lines) <= 25
+    # the full list: --verbose, and JSON
+    verbose = run_cpuguard("check", "vm", "pbx01", "host", "old-node", "--verbose").stdout.splitlines()
+    start = verbose.index("        <- policy policies/vms/pbx01.yaml") + 1
+    assert verbose[start : start + 2] == [
+        "    3dnowprefetch, abm, adx, avx, avx2, avx512bw, avx512cd, avx512dq, avx512f,",
+        "      avx512vl, bmi1, bmi2, clflushopt, clwb, erms, f16c, fma, fsgsbase, hle,",
+    ]
+    data = json.loads(run_cpuguard("check", "vm", "pbx01", "host", "old-node", "--format", "json").stdout)
+    assert len(data["missing"]) == 35
+
+
+def test_host_show_is_a_few_lines_and_lists_all_with_verbose() -> None:
+    result = run_cpuguard("host", "show", "new-node")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[-5:] == [
+        "  73 features: all of x86-64-v4, plus 3dnowprefetch, adx, aes, apic, arat,",
+        "    clflush, clflushopt, clwb, de, erms, fsgsbase, hle, hypervisor, invpcid,",
+        "    mca, mce, mpx, msr, mtrr, nx, pae, pat, pcid, pclmulqdq, pdpe1gb, pge, pse,",
+        "    pse36, rdrand, rdseed, rdtscp, rtm, sep, smap, smep, spec_ctrl, tsc",
+        "    and 6 more (--verbose or --format json lists all 73)",
+    ]
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    verbose = run_cpuguard("host", "show", "new-node", "--verbose").stdout
+    assert "  73 features: 3dnowprefetch, abm, adx, aes," in verbose and verbose.rstrip().endswith("xsaveopt")
+    assert "xsavec, xsaveopt" in verbose  # comma and space, as everywhere in text output
+
+
+@pytest.mark.parametrize(
+    ("args", "most"),
+    [
+        (("check", "vm", "pbx01", "host", "old-node"), 25),
+        (("check", "vm", "db01", "host", "old-node"), 20),
+        (("host", "show", "new-node"), 12),
+        (("plan", "evacuate", "new-node"), 75),
+        (("plan", "matrix"), 35),
+        (("baseline",), 20),
+        (("advise", "pbx01"), 45),
+        (("advise", "--all"), 110),  # five VMs, about 20 lines each
+    ],
+)
+def test_the_example_fleets_longest_answers_fit_a_screen(args: tuple[str, ...], most: int) -> None:
+    result = run_cpuguard(*args)
+    assert result.returncode in (0, 1), result.stderr
+    lines = result.stdout.splitlines()
+    # headlines and origins ("<- ...") stay whole, to be found by grep; they are short on this fleet
+    long = [line for line in lines if len(line) > 80]
+    assert all(len(line) <= 100 and (not line.startswith(" ") or "<- " in line) for line in long), long
+    assert len(lines) <= most
+
+
+def test_the_html_plan_puts_each_reason_in_its_own_column(tmp_path: Path) -> None:
+    from tests.planning.chromium import dump_dom
+
+    page = tmp_path / "evacuate.html"
+    result = run_cpuguard("plan", "evacuate", "new-node", "--report", str(page))
+    assert result.returncode == 1
+    dom = DomIndex(dump_dom(page))
+    assert [e.text for e in dom.find("th")][:3] == ["Target", "Live move", "Cold move"]
+    assert not any(e.text == "Why not" for e in dom.find("th"))
+    row = dom.find("tr", data_vm="pbx01", data_host="mid-node")[0]
+    live, cold = _cells(dom, row)[1:3]
+    assert live.text.startswith("no") and "the running guest sees it now" in live.text
+    assert cold.text.startswith("no") and "the running guest sees it now" not in cold.text
+    assert "needed by /usr/sbin/asterisk" in cold.text
+    app01 = dom.find("tr", data_vm="app01", data_host="old-node")[0]
+    assert [e.text for e in _cells(dom, app01)][2] == "ok"  # cold: ok, no reasons beside it
+
+
+def _cells(dom: DomIndex, row: Element) -> list[Element]:
+    """The <td> elements of ``row``, in order."""
+    elements = dom.elements
+    cells: list[Element] = []
+    for element in elements[elements.index(row) + 1 :]:
+        if element.tag == "tr":
+            break
+        if element.tag == "td":
+            cells.append(element)
+    return cells

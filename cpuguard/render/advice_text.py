@@ -8,6 +8,7 @@ from xml.sax.saxutils import escape
 from cpuguard.advice.advise import describe_current
 from cpuguard.advice.records import Advice, AdvisedCpu, Standing
 from cpuguard.planning.records import Problem
+from cpuguard.render.features import feature_text, fit
 from cpuguard.render.verdict_text import by_origin
 
 TAKES_EFFECT = (
@@ -63,7 +64,7 @@ def _needs(advice: Advice, lines: list[str]) -> None:
     level = f" ({advice.workload_level})" if advice.workload_level else ""
     lines.append(f"  workload needs{level}:")
     for origin, features in by_origin(advice.needs):
-        lines.append(f"    {', '.join(features)}")
+        lines.append(f"    {feature_text(features)}")
         lines.append(f"        <- {origin.detail}")
 
 
@@ -75,13 +76,13 @@ def render_advice(advice: Advice) -> str:
     if advice.not_given:
         lines.append(f"  NOT GIVEN by its CPU definition ({describe_current(advice)}):")
         for origin, features in by_origin(advice.not_given):
-            lines.append(f"    {', '.join(features)}")
+            lines.append(f"    {feature_text(features)}")
             lines.append(f"        <- {origin.detail}")
     if advice.shortfalls:
         lines.append("  hosts its workload cannot run on:")
         for shortfall in advice.shortfalls:
             lacks = [", ".join(shortfall.problems)] if shortfall.problems else []
-            lacks += [f"lacks {', '.join(f)} ({o.detail})" for o, f in by_origin(shortfall.missing)]
+            lacks += [f"lacks {feature_text(f)} ({o.detail})" for o, f in by_origin(shortfall.missing)]
             lines.append(f"    {shortfall.host}: {'; '.join(lacks)}")
     advised = advice.advised
     if advised is None:
@@ -95,7 +96,7 @@ def render_advice(advice: Advice) -> str:
         lines.append(f"  after the change: live {_hosts(advice.live_after)}; cold {_hosts(advice.cold_after)}")
         lines.append(f"  {TAKES_EFFECT}")
     lines.extend(f"  note: {note}" for note in advice.notes)
-    return "\n".join(lines) + "\n"
+    return "\n".join([lines[0], *fit(lines[1:])]) + "\n"
 
 
 def summary(advices: Sequence[Advice]) -> str:
@@ -106,8 +107,8 @@ def summary(advices: Sequence[Advice]) -> str:
 
 def render_advice_text(advices: Sequence[Advice], problems: Sequence[Problem] = ()) -> str:
     blocks = [summary(advices) + "\n"] + [render_advice(a) for a in advices]
-    if problems:
+    if problems:  # incomplete first
         lines = [f"INCOMPLETE: {len(problems)} item{'s' if len(problems) != 1 else ''} could not be read:"]
         lines.extend(f"  {p.describe()}" for p in problems)
-        blocks.append("\n".join(lines) + "\n")
+        blocks.insert(0, "\n".join(lines) + "\n")
     return "\n".join(blocks)

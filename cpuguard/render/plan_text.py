@@ -11,6 +11,7 @@ from cpuguard.planning.matrix import Matrix
 from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, VmPlan, is_safe
 from cpuguard.records import Move, Verdict
 from cpuguard.render.advice_text import advised_cpu_xml
+from cpuguard.render.features import feature_text, fit
 from cpuguard.render.verdict_text import by_origin
 
 #: Above this many hosts the matrix is summarised per VM instead of drawn as a grid.
@@ -27,7 +28,8 @@ def incomplete_head(problems: tuple[Problem, ...], what: str = "plan") -> str:
 
 
 def _problems_first(problems: tuple[Problem, ...], what: str = "plan") -> list[str]:
-    """Incomplete comes first: the first line of the report says so, the problems follow it."""
+    """Incomplete comes first: the first line of the report says so, the problems follow it,
+    one line each (not wrapped: a file name and its fault stay together)."""
     if not problems:
         return []
     return [incomplete_head(problems, what) + ":", *(f"  {problem.describe()}" for problem in problems), ""]
@@ -45,10 +47,10 @@ def targets_text(plan: EvacuationPlan) -> str:
 def _rejection(verdict: Verdict, indent: str) -> list[str]:
     lines = [f"{indent}{problem}" for problem in verdict.problems]
     for origin, features in by_origin(verdict.missing):
-        lines.append(f"{indent}missing {', '.join(features)}")
+        lines.append(f"{indent}missing {feature_text(features)}")
         lines.append(f"{indent}    <- {origin.detail}")
     for origin, features in by_origin(verdict.forbidden_present):
-        lines.append(f"{indent}has forbidden {', '.join(features)}")
+        lines.append(f"{indent}has forbidden {feature_text(features)}")
         lines.append(f"{indent}    <- {origin.detail}")
     return lines
 
@@ -65,7 +67,7 @@ def cause_lines(vm: VmPlan) -> list[str]:
     if vm.stranded_by == "workload":
         lines = [f"  stranded by the workload: no target{' read' if vm.unread else ''} offers what its software needs"]
         for origin, features in by_origin(vm.workload_missing):
-            lines.append(f"      needs {', '.join(features)}")
+            lines.append(f"      needs {feature_text(features)}")
             lines.append(f"          <- {origin.detail}")
         return lines
     return []
@@ -110,7 +112,7 @@ def render_evacuation_text(plan: EvacuationPlan) -> str:
         f"Evacuating {plan.host} ({plan.move.value} moves) to {targets_text(plan)}: "
         f"{_plural(len(plan.vms), 'VM')}, {len(stranded)} stranded"
     )
-    lines = [*_problems_first(plan.problems), head + (f", {len(undecided)} undecided" if undecided else "")]
+    lines = [head + (f", {len(undecided)} undecided" if undecided else "")]
     if undecided:
         lines.append(
             f"  undecided (no target read takes them; {', '.join(undecided[0].unread)} might): "
@@ -128,7 +130,7 @@ def render_evacuation_text(plan: EvacuationPlan) -> str:
     for vm in plan.vms:
         lines.append("")
         lines.extend(_vm_section(vm))
-    return "\n".join(lines) + "\n"
+    return "\n".join([*_problems_first(plan.problems), *fit(lines)]) + "\n"
 
 
 def _mark(matrix: Matrix, row: int, column: int) -> str:
@@ -154,7 +156,7 @@ def render_matrix_text(matrix: Matrix) -> str:
                          ("workload", "stranded by the workload")):  # fmt: skip
         names = [v.name for v in stranded if matrix.stranded_by.get(v.name) == cause]
         if names:
-            lines.append(f"  {label}: {', '.join(names)}")
+            lines.extend(fit([f"  {label}: {', '.join(names)}"]))
     if len(matrix.hosts) <= GRID_MAX_HOSTS:
         width = max([len(v.name) for v in matrix.vms] + [2])
         columns = [max(len(h), 6) for h in matrix.hosts]
@@ -164,7 +166,8 @@ def render_matrix_text(matrix: Matrix) -> str:
             marks = [_mark(matrix, row, c).ljust(w) for c, w in enumerate(columns)]
             lines.append(f"{vm.name.ljust(width)}  {'  '.join(marks)}".rstrip())
         lines.append("")
-        lines.append("ok: live move possible; cold: only after a shutdown; no: neither; (here): where it runs now")
+        lines.append("ok: live move possible; cold: only after a shutdown; no: neither;")
+        lines.append("(here): where it runs now")
         details = []
         for vm in matrix.vms:
             for column, host in enumerate(matrix.hosts):
@@ -173,14 +176,14 @@ def render_matrix_text(matrix: Matrix) -> str:
                     continue
                 reasons = list(cell.problems)
                 if cell.missing:
-                    reasons.append(f"missing {', '.join(cell.missing)}")
+                    reasons.append(f"missing {feature_text(cell.missing)}")
                 if cell.forbidden:
                     reasons.append(f"has forbidden {', '.join(cell.forbidden)}")
                 details.append(f"  {vm.name} -> {host}: {'; '.join(reasons)}")
         if details:
             lines.append("")
             lines.append("Why not (live):")
-            lines.extend(details)
+            lines.extend(fit(details))
     else:
         lines.append("")
         for vm in matrix.vms:
@@ -208,7 +211,6 @@ def baseline_xml(baseline: Baseline) -> str:
 
 def render_baseline_text(baseline: Baseline) -> str:
     lines = [
-        *_problems_first(baseline.problems, "baseline"),
         f"Baseline of {_plural(len(baseline.hosts), 'host')}: {', '.join(baseline.hosts)}",
     ]
     lines.append(f"  level: {baseline.level or 'below x86-64-v1'}")
@@ -224,7 +226,7 @@ def render_baseline_text(baseline: Baseline) -> str:
     if baseline.held_back:
         lines.append("  held back by (hosts lacking features the others have):")
         for hosts, features in baseline.held_back:
-            lines.append(f"    {', '.join(hosts)}: {', '.join(features)}")
+            lines.append(f"    {', '.join(hosts)}: {feature_text(features)}")
     for note in baseline.notes:
         lines.append(f"  note: {note}")
     lines.append("")
@@ -233,5 +235,5 @@ def render_baseline_text(baseline: Baseline) -> str:
         lines.append(f"Guest CPU definition (domain XML) for the hosts read, not for {unread}:")
     else:
         lines.append("Guest CPU definition (domain XML):")
-    lines.append(baseline_xml(baseline).rstrip("\n"))
-    return "\n".join(lines) + "\n"
+    problems = _problems_first(baseline.problems, "baseline")
+    return "\n".join([*problems, *fit(lines), baseline_xml(baseline).rstrip("\n")]) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cpuguard.records import Missing, Move, Origin, Outcome, Verdict
+from cpuguard.render.features import feature_text, fit, wrap
 
 _MOVES = {Move.LIVE: "live migration or memory-image restore", Move.COLD: "cold start"}
 _RULES = {
@@ -36,7 +37,7 @@ def one_line(verdict: Verdict) -> str:
     return head + (": " + "; ".join(parts) if parts else "")
 
 
-def _grouped(missing: tuple[Missing, ...]) -> list[str]:
+def _grouped(missing: tuple[Missing, ...], verbose: bool = False) -> list[str]:
     """Features by the origin of the need, each group followed by where it comes from. Groups of
     one kind that name the same features are one group with several origins (bmi2 needed by
     three grub programs is one bmi2, not three)."""
@@ -48,10 +49,10 @@ def _grouped(missing: tuple[Missing, ...]) -> list[str]:
             merged[index[key]][1].append(origin.detail)
         else:
             index[key] = len(merged)
-            merged.append((", ".join(features), [origin.detail]))
+            merged.append((feature_text(features, verbose=verbose), [origin.detail]))
     lines = []
     for features_text, details in merged:
-        lines.append(f"    {features_text}")
+        lines.extend(wrap(features_text, "    "))
         lines.extend(f"        <- {detail}" for detail in details)
     return lines
 
@@ -69,7 +70,8 @@ def _besides(verdict: Verdict) -> str:
     return f" (besides {verdict.current_host}, where it runs now)" if verdict.current_host else ""
 
 
-def render_text(verdict: Verdict) -> str:
+def render_text(verdict: Verdict, verbose: bool = False) -> str:
+    """The verdict first; long feature lists grouped by level and wrapped unless ``verbose``."""
     lines: list[str] = []
     move = _MOVES[verdict.move]
     if verdict.subject == "binaries":
@@ -94,10 +96,10 @@ def render_text(verdict: Verdict) -> str:
         count = len(verdict.missing)
         who = _binaries_head(verdict) if verdict.subject == "binaries" else verdict.vm
         lines.append(f"  {verdict.host} lacks {count} feature{'s' if count != 1 else ''} {who} {needs}:")
-        lines.extend(_grouped(verdict.missing))
+        lines.extend(_grouped(verdict.missing, verbose))
     if verdict.forbidden_present:
         lines.append(f"  {verdict.host} has features the guest forbids:")
-        lines.extend(_grouped(verdict.forbidden_present))
+        lines.extend(_grouped(verdict.forbidden_present, verbose))
     for warning in verdict.warnings:
         lines.append(f"  warning: {warning}")
     # The VM's level is the lowest one covering the level features it needs (it may not need all
@@ -120,4 +122,4 @@ def render_text(verdict: Verdict) -> str:
     if verdict.policy:
         lines.append(f"  policy: {verdict.policy} (mode {verdict.policy_mode})")
     lines.append(f"  host facts: {verdict.host_source}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(fit(lines)) + "\n"
