@@ -40,6 +40,7 @@ from cpuguard.scan.decode import FunctionCode, Span
 MIN_DISPLACEMENT = 0x80
 _MAX_DISPLACEMENT = 1 << 31  # larger u64 values are negative displacements (locals below a frame)
 LOOKAHEAD = 3  # instructions between loading a field and testing it
+PASSES = 8  # over a probing function: states at jump targets only grow, and settle in two or three
 
 _NOT_A_STRUCTURE = frozenset({Register.NONE, Register.RSP, Register.ESP, Register.RIP, Register.EIP})
 _READ = frozenset({OpAccess.READ, OpAccess.COND_READ, OpAccess.READ_WRITE, OpAccess.READ_COND_WRITE})
@@ -77,7 +78,7 @@ def cpuid_fields(code: bytes, start: int) -> frozenset[int]:
     infos = [factory.info(inst) for inst in instructions]
     at_target: dict[int, frozenset[int]] = {}
     found: set[int] = set()
-    for _ in range(8):
+    for _ in range(PASSES):
         changed = False
         state: set[int] = set()
         for inst, info in zip(instructions, infos, strict=True):
@@ -129,7 +130,7 @@ def _step(inst: Instruction, info: InstructionInfo, state: set[int], found: set[
             state.discard(_FLAGS)
 
 
-def tests_field(code: bytes, start: int, fields: Collection[int]) -> bool:
+def field_is_tested(code: bytes, start: int, fields: Collection[int]) -> bool:
     """Whether the code tests one of ``fields`` of a structure: ``cmp [reg+disp]``, or loads and tests it."""
     instructions = list(Decoder(64, code, ip=start))
     for n, inst in enumerate(instructions):
@@ -179,6 +180,6 @@ def field_checks(
         if not counts:
             continue
         code = read(span.offset, span.size)
-        if any(e in code for e in encodings) and tests_field(code, span.start, fields):
+        if any(e in code for e in encodings) and field_is_tested(code, span.start, fields):
             found.add(i)
     return frozenset(found)
