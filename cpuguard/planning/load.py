@@ -38,6 +38,8 @@ from cpuguard.planning.records import Problem, VmSpec
 from cpuguard.planning.vmfiles import VmFileReader, policy_files
 from cpuguard.policy import with_guest
 from cpuguard.records import HostFacts
+from cpuguard.rehearse.evidence import latest as latest_rehearsals
+from cpuguard.rehearse.evidence import rehearsed_vms
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -132,6 +134,7 @@ def load_fleet(
     for guest_dir in guest_scan_dirs(policies, path):
         for result in sorted(guest_dir.glob("*.json")) if guest_dir.is_dir() else ():
             guest_scans.setdefault(result.stem, []).append(result)
+    rehearsal_files = rehearsed_vms(policies)
     now = datetime.now(UTC)
     files = {name: (e.domain, found.get(name)) for name, e in vms_listed.items()}
     vms: dict[str, VmSpec] = {}
@@ -152,10 +155,11 @@ def load_fleet(
             try:
                 scan = latest_scan([read_needs(p, vm=name, now=now) for p in guest_scans.get(name, ())])
                 policy = with_guest(policy, name, scan)
+                rehearsed = tuple(latest_rehearsals(policies, name)) if name in rehearsal_files else ()
             except CpuguardError as exc:
                 problems.append(Problem("vm", name, str(exc), on))
                 continue
-            vms[name] = VmSpec(name, entry.host, domain, policy)
+            vms[name] = VmSpec(name, entry.host, domain, policy, rehearsed)
     clusters = {name: e.cluster for name, e in entries.items() if e.cluster}
     return PlanFleet(path, policies, entries, hosts, vms, vm_hosts, tuple(sorted(set(problems))), clusters)
 

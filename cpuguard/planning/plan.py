@@ -17,7 +17,7 @@ from cpuguard.levels import highest_level
 from cpuguard.planning.records import Candidate, EvacuationPlan, Problem, VmPlan, VmSpec, is_safe
 from cpuguard.records import HostFacts, Missing, Move
 from cpuguard.requirements import build_requirements
-from cpuguard.verdict import decide, vm_level
+from cpuguard.verdict import decide, vm_level, with_rehearsals
 
 #: Exit code of a planning command whose plan is incomplete: some input could
 #: not be read (see the "problems" of the report); the report still covers
@@ -36,7 +36,12 @@ def plan_vm(
 ) -> VmPlan:
     live = build_requirements(vm.name, vm.domain, vm.policy, Move.LIVE, knowledge, source_host=source)
     cold = build_requirements(vm.name, vm.domain, vm.policy, Move.COLD, knowledge, source_host=source)
-    candidates = [Candidate(name, decide(live, host), decide(cold, host)) for name, host in sorted(targets.items())]
+    candidates = []
+    for name, host in sorted(targets.items()):
+        kept = [r for r in vm.rehearsals if r.host == name]
+        candidates.append(
+            Candidate(name, with_rehearsals(decide(live, host), kept), with_rehearsals(decide(cold, host), kept))
+        )
     safe = tuple(c.host for c in candidates if is_safe(c.verdict(move)))
     cold_only: tuple[str, ...] = ()
     if move is Move.LIVE:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from cpuguard.advice.records import AdvisedCpu
 from cpuguard.policy import VmPolicy
-from cpuguard.records import Domain, Missing, Move, Verdict
+from cpuguard.records import Domain, Missing, Move, Rehearsed, Verdict
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class VmSpec:
     host: str | None
     domain: Domain | None
     policy: VmPolicy | None
+    rehearsals: tuple[Rehearsed, ...] = ()  # kept rehearsals on any host (cpuguard rehearse)
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,11 @@ def is_safe(verdict: Verdict) -> bool:
 
     Stricter than ``verdict.allowed``: a VM whose policy mode is ``warn`` or
     ``off`` is *allowed* onto a host that lacks features, but that host is
-    not a safe target for it.
+    not a safe target for it. Nor is a host where a kept rehearsal failed on
+    the CPU: the workload's own code was shown to stop there.
     """
-    return not verdict.missing and not verdict.forbidden_present and not verdict.problems
+    failed = any(r.outcome == "failed-cpu" for r in verdict.rehearsals)
+    return not verdict.missing and not verdict.forbidden_present and not verdict.problems and not failed
 
 
 @dataclass(frozen=True)

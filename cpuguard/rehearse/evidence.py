@@ -116,6 +116,12 @@ def _evidence(vm: str, raw: dict[str, Any], where: Path) -> Rehearsed:
         raise BadInput(where, f"a rehearsal record is incomplete or malformed ({exc})") from None
 
 
+def rehearsed_vms(policies: Path) -> set[str]:
+    """The VMs with kept rehearsals (one directory listing: a fleet of thousands reads no more)."""
+    directory = policies / REHEARSALS_DIR
+    return {path.stem for path in directory.glob("*.json")} if directory.is_dir() else set()
+
+
 def latest(policies: Path, vm: str, host: str | None = None) -> list[Rehearsed]:
     """The kept rehearsals of ``vm`` (on ``host``), newest first."""
     path = evidence_path(policies, vm)
