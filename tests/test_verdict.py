@@ -51,7 +51,7 @@ def test_exact_text_a_user_sees(knowledge: Knowledge) -> None:
         "    avx2, bmi2\n"
         "        <- policy vms/pbx.yaml\n"
         "  levels: pbx uses features up to x86-64-v3; old offers all of x86-64-v2\n"
-        "  cold rule: the host must offer what the guest CPU definition and the workload need\n"
+        "  cold rule: the host must offer what the guest CPU definition and workload need\n"
         "  hosts that would take pbx: new\n"
         "  policy: vms/pbx.yaml (mode enforce)\n"
         "  host facts: model:Westmere\n"

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from cpuguard.guest.errors import one_line
 from cpuguard.records import Rehearsed
 
-#: Characters of a command shown (an Asterisk start has a long -C path).
-COMMAND_CHARS = 60
-
 
 @dataclass(frozen=True)
 class RehearsalLine:
@@ -24,11 +21,6 @@ class RehearsalLine:
     when: str  # 2026-12-06 10:00 UTC
     command: str
     detail: str  # the fault, or the reason
-
-
-def _command(words: Sequence[str]) -> str:
-    text = one_line(shlex.join(words))
-    return text if len(text) <= COMMAND_CHARS else text[: COMMAND_CHARS - 1] + "…"
 
 
 def rehearsal_lines(rehearsed: Sequence[Rehearsed]) -> list[RehearsalLine]:
@@ -41,16 +33,17 @@ def rehearsal_lines(rehearsed: Sequence[Rehearsed]) -> list[RehearsalLine]:
         else:
             detail = kept.reason
         when = kept.time.strftime("%Y-%m-%d %H:%M %Z").strip()
-        lines.append(RehearsalLine(kept.outcome.upper(), when, _command(kept.command), one_line(detail)))
+        lines.append(RehearsalLine(kept.outcome.upper(), when, one_line(shlex.join(kept.command)), one_line(detail)))
     return lines
 
 
 def rehearsal_text(rehearsed: Sequence[Rehearsed], indent: str = "  ") -> list[str]:
-    """``rehearsed on HOST:`` and two lines per kept rehearsal, for a terminal."""
+    """``rehearsed on HOST:`` and two lines per kept rehearsal (how and when it ended, what ran),
+    for a terminal (wrapped by the caller)."""
     if not rehearsed:
         return []
     out = [f"{indent}rehearsed on {one_line(rehearsed[0].host)} (cpuguard rehearse, newest first):"]
     for line in rehearsal_lines(rehearsed):
-        out.append(f"{indent}  {line.outcome} {line.when}: {line.command}")
-        out.append(f"{indent}    {line.detail}")
+        out.append(f"{indent}  {line.outcome} {line.when}: {line.detail}")
+        out.append(f"{indent}    ran: {line.command}")
     return out

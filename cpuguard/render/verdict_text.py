@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from cpuguard.records import Missing, Move, Origin, Outcome, Verdict
 from cpuguard.render.features import feature_text, fit, wrap
+from cpuguard.render.rehearsals import rehearsal_text
 
 _MOVES = {Move.LIVE: "live migration or memory-image restore", Move.COLD: "cold start"}
 _RULES = {
     Move.LIVE: "live rule: the host must offer every feature the running guest sees now, "
     "plus what its CPU definition and workload need",
-    Move.COLD: "cold rule: the host must offer what the guest CPU definition and the workload need",
+    Move.COLD: "cold rule: the host must offer what the guest CPU definition and workload need",
 }
 
 
@@ -84,7 +85,9 @@ def render_text(verdict: Verdict, verbose: bool = False) -> str:
     elif verdict.outcome is Outcome.BLOCK:
         lines.append(f"BLOCK  {verdict.vm} must not move to {verdict.host} ({move})")
     elif verdict.outcome is Outcome.WARN:
+        rehearsed = any(r.outcome == "failed-cpu" for r in verdict.rehearsals)
         why = "it lacks what the VM needs" if verdict.missing else "not everything could be checked"
+        why = "a rehearsal there failed on the CPU" if rehearsed and not verdict.missing else why
         lines.append(f"WARN   {verdict.vm} may move to {verdict.host} ({move}), but {why}")
     else:
         lines.append(f"ALLOW  {verdict.vm} can move to {verdict.host} ({move})")
@@ -102,6 +105,7 @@ def render_text(verdict: Verdict, verbose: bool = False) -> str:
         lines.extend(_grouped(verdict.forbidden_present, verbose))
     for warning in verdict.warnings:
         lines.append(f"  warning: {warning}")
+    lines.extend(rehearsal_text(verdict.rehearsals))
     # The VM's level is the lowest one covering the level features it needs (it may not need all
     # of them); the host's is the highest one it offers completely. Say so, or they seem to clash.
     vm_level = f"{uses} features up to {verdict.vm_level}" if verdict.vm_level else f"{needs} no x86-64 level feature"
