@@ -15,6 +15,7 @@ from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, ReportM
 from cpuguard.records import Move, Verdict
 from cpuguard.render.advice_text import advised_cpu_xml
 from cpuguard.render.plan_text import baseline_xml, incomplete_head, targets_text
+from cpuguard.render.rehearsals import failed_rehearsals, rehearsal_lines
 from cpuguard.render.verdict_text import by_origin
 
 #: Above this many cells the matrix is drawn between classes of identical hosts and VMs.
@@ -83,6 +84,8 @@ def _reasons(verdict: Verdict) -> str:
             f"<div>has forbidden <b>{_e(', '.join(features))}</b> "
             f'<span class="origin">&larr; {_e(origin.detail)}</span></div>'
         )
+    for line in failed_rehearsals(verdict):
+        parts.append(f'<div>rehearsal failed on its CPU <span class="origin">({_e(line.when)})</span></div>')
     return "".join(parts)
 
 
@@ -138,8 +141,26 @@ def _vm_table(vm: VmPlan) -> list[str]:
             f"<td>{_e(candidate.host)}</td>{_move_cell(candidate.live)}{_move_cell(candidate.cold)}</tr>"
         )
     lines.append("</table>")
+    lines.extend(_rehearsals(vm))
     lines.extend(f'<p class="origin">note: {_e(note)}</p>' for note in vm.notes)
     return lines
+
+
+def _rehearsals(vm: VmPlan) -> list[str]:
+    """The kept rehearsals of the VM on each target, newest first: what ran, when, how it ended."""
+    rows = []
+    for candidate in vm.candidates:
+        for line in rehearsal_lines(candidate.verdict(vm.move).rehearsals):
+            kind = "ok" if line.outcome == "PASSED" else "no"
+            rows.append(
+                f'<tr data-vm="{_e(vm.vm)}" data-host="{_e(candidate.host)}" data-rehearsal="{_e(line.outcome)}">'
+                f'<td>{_e(candidate.host)}</td><td>{_e(line.when)}</td><td class="{kind}">{_e(line.outcome)}</td>'
+                f"<td><code>{_e(line.command)}</code></td><td>{_e(line.detail)}</td></tr>"
+            )
+    if not rows:
+        return []
+    head = "<tr><th>Target</th><th>Rehearsed</th><th>Outcome</th><th>Ran</th><th>Detail</th></tr>"
+    return ["<h3>Rehearsals (cpuguard rehearse)</h3>", f'<table class="rehearsals">{head}', *rows, "</table>"]
 
 
 def render_evacuation_html(plan: EvacuationPlan, meta: ReportMeta | None = None) -> str:

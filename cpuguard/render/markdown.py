@@ -8,11 +8,14 @@ from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, ReportM
 from cpuguard.records import Move
 from cpuguard.render.advice_text import advised_cpu_xml
 from cpuguard.render.plan_text import GRID_MAX_HOSTS, baseline_xml, incomplete_head, targets_text
+from cpuguard.render.rehearsals import failed_rehearsals, rehearsal_lines
 from cpuguard.render.verdict_text import by_origin
 
 
 def _cell(text: str) -> str:
-    """Table cell text: pipes escaped, no line breaks."""
+    """Table cell text: pipes escaped, no line breaks, no HTML (a guest's names and commands may
+    hold ``<``: a Markdown viewer would take it for a tag)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
@@ -58,14 +61,37 @@ def render_evacuation_markdown(plan: EvacuationPlan, meta: ReportMeta | None = N
                 why.append("missing " + ", ".join(m.feature for m in verdict.missing))
             if verdict.forbidden_present:
                 why.append("has forbidden " + ", ".join(m.feature for m in verdict.forbidden_present))
+            why += [f"rehearsal failed on its CPU ({line.when}): {line.detail}" for line in failed_rehearsals(verdict)]
             reasons.append(f"{candidate.host}: {'; '.join(why)}")
         safe = ", ".join(vm.safe) or ("**none read** (undecided)" if vm.undecided else "**none**")
         lines.append(
             f"| `{_cell(vm.vm)}` | {_cell(safe)} | {_cell(', '.join(vm.cold_only) or '-')} "
             f"| {'<br>'.join(_cell(r) for r in reasons) or '-'} |"
         )
-    lines += _causes(plan) + _meta(meta)
+    lines += _causes(plan) + _rehearsals(plan) + _meta(meta)
     return "\n".join(lines) + "\n"
+
+
+def _rehearsals(plan: EvacuationPlan) -> list[str]:
+    """The kept rehearsals of each VM on each target: the evidence (``cpuguard rehearse``)."""
+    rows = []
+    for vm in plan.vms:
+        for candidate in vm.candidates:
+            for line in rehearsal_lines(candidate.verdict(vm.move).rehearsals):
+                rows.append(
+                    f"| `{_cell(vm.vm)}` | {_cell(candidate.host)} | {_cell(line.when)} | **{line.outcome}** "
+                    f"| {_cell(line.command)} | {_cell(line.detail)} |"
+                )
+    if not rows:
+        return []
+    head = [
+        "",
+        "### Rehearsals",
+        "",
+        "| VM | Host | When | Outcome | Ran | Detail |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    return head + rows
 
 
 def _causes(plan: EvacuationPlan) -> list[str]:

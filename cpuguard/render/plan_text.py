@@ -12,6 +12,7 @@ from cpuguard.planning.records import Baseline, EvacuationPlan, Problem, VmPlan,
 from cpuguard.records import Move, Verdict
 from cpuguard.render.advice_text import advised_cpu_xml
 from cpuguard.render.features import feature_text, fit
+from cpuguard.render.rehearsals import failed_rehearsals, rehearsal_text
 from cpuguard.render.verdict_text import by_origin
 
 #: Above this many hosts the matrix is summarised per VM instead of drawn as a grid.
@@ -46,6 +47,7 @@ def targets_text(plan: EvacuationPlan) -> str:
 
 def _rejection(verdict: Verdict, indent: str) -> list[str]:
     lines = [f"{indent}{problem}" for problem in verdict.problems]
+    lines += [f"{indent}{line.detail} (rehearsed {line.when})" for line in failed_rehearsals(verdict)]
     for origin, features in by_origin(verdict.missing):
         lines.append(f"{indent}missing {feature_text(features)}")
         lines.append(f"{indent}    <- {origin.detail}")
@@ -99,8 +101,12 @@ def _vm_section(vm: VmPlan) -> list[str]:
             continue
         count = len(verdict.missing)
         summary = f"lacks {_plural(count, 'feature')}" if count else "rejected"
+        if not count and failed_rehearsals(verdict):
+            summary = "the workload failed a rehearsal on its CPU"
         lines.append(f"  {candidate.host}: {summary}")
         lines.extend(_rejection(verdict, "      "))
+    for candidate in vm.candidates:
+        lines.extend(rehearsal_text(candidate.verdict(vm.move).rehearsals))
     for note in vm.notes:
         lines.append(f"  note: {note}")
     return lines

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cpuguard.guest.errors import one_line
-from cpuguard.records import Rehearsed
+from cpuguard.records import Rehearsed, Verdict
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,11 @@ def rehearsal_lines(rehearsed: Sequence[Rehearsed]) -> list[RehearsalLine]:
         when = kept.time.strftime("%Y-%m-%d %H:%M %Z").strip()
         lines.append(RehearsalLine(kept.outcome.upper(), when, one_line(shlex.join(kept.command)), one_line(detail)))
     return lines
+
+
+def failed_rehearsals(verdict: Verdict) -> list[RehearsalLine]:
+    """The kept rehearsals of a verdict that failed on the CPU: why a target is not safe."""
+    return rehearsal_lines([r for r in verdict.rehearsals if r.outcome == "failed-cpu"])
 
 
 def rehearsal_text(rehearsed: Sequence[Rehearsed], indent: str = "  ") -> list[str]:

@@ -77,3 +77,39 @@ def test_check_shows_the_rehearsal_and_warns(tmp_path: Path) -> None:
     # another host's rehearsal is not shown
     other = run_cpuguard("check", "vm", "app01", "host", "mid-node", "--policies", str(policies), "--format", "json")
     assert json.loads(other.stdout)["rehearsals"] == []
+
+
+def test_plan_shows_rehearsals_and_a_failed_target_is_not_safe(tmp_path: Path) -> None:
+    policies = _fleet(tmp_path)
+    args = ("plan", "evacuate", "new-node", "--cold", "--policies", str(policies))
+    before = json.loads(run_cpuguard(*args, "--format", "json").stdout)
+    assert next(v for v in before["vms"] if v["vm"] == "app01")["safe_targets"] == ["mid-node", "old-node"]
+    passed = Rehearsal("app01", "old-node", ("/opt/app/bin/report", "--selftest"), RehearsalOutcome.PASSED,
+                       "exited with status 0 as expected", "base")  # fmt: skip
+    store(policies, [_failed("app01", "mid-node"), passed], WHEN)
+
+    data = json.loads(run_cpuguard(*args, "--format", "json").stdout)
+    app01 = next(v for v in data["vms"] if v["vm"] == "app01")
+    assert app01["safe_targets"] == ["old-node"]  # the rehearsal showed mid-node cannot run it
+    mid = next(c for c in app01["candidates"] if c["host"] == "mid-node")
+    assert [r["outcome"] for r in mid["cold"]["rehearsals"]] == ["failed-cpu"]
+
+    text = run_cpuguard(*args).stdout
+    assert "OK        app01: old-node (cold)" in text, text
+    assert "  mid-node: the workload failed a rehearsal on its CPU\n" in text, text
+    assert "  rehearsed on old-node (cpuguard rehearse, newest first):\n" in text, text
+    assert "    PASSED 2026-12-06 10:00 UTC: exited with status 0 as expected\n" in text, text
+
+    markdown = run_cpuguard(*args, "--format", "markdown").stdout
+    assert "### Rehearsals" in markdown
+    assert (
+        "| `app01` | mid-node | 2026-12-06 10:00 UTC | **FAILED-CPU** | /usr/sbin/asterisk -f -n -q -C"
+        " /.cpuguard/workload/asterisk/asterisk.conf | main+352 in /usr/sbin/asterisk: `vmovdqu (%rax),%ymm1`"
+        " needs avx |" in markdown
+    ), markdown
+    assert "mid-node: rehearsal failed on its CPU (2026-12-06 10:00 UTC)" in markdown
+
+    html = run_cpuguard(*args, "--format", "html").stdout
+    assert 'data-vm="app01" data-host="mid-node" data-rehearsal="FAILED-CPU"' in html
+    assert 'data-vm="app01" data-host="old-node" data-rehearsal="PASSED"' in html
+    assert "rehearsal failed on its CPU" in html
