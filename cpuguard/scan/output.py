@@ -58,11 +58,12 @@ def emit(text: str, output: Path | None) -> None:
 
 
 def merge_into_policy(policy: Path, new: list[dict[str, Any]], vm: str | None = None) -> int:
-    """Add or replace ``new`` binaries entries in a policy file. A new file is created only for a
-    VM the inventory knows, or for ``vm`` (the guest scanned), and names its VM."""
+    """Add or replace ``new`` binaries entries in a policy file, without the x86-64 baseline
+    features. A new file is created only for a VM the inventory knows, or for ``vm`` (the guest
+    scanned), and names its VM. Entries already there are kept as they are."""
     import yaml
 
-    from cpuguard.scan.policy import merge_binaries, policy_binaries_from_data
+    from cpuguard.scan.policy import merge_binaries, policy_binaries_from_data, without_baseline
     from cpuguard.yamlsafe import read_yaml
 
     check_merge_target(policy, vm)
@@ -73,7 +74,7 @@ def merge_into_policy(policy: Path, new: list[dict[str, Any]], vm: str | None = 
         raise BadInput(policy, "expected a mapping at the top level of the policy")
     existing = data.get("binaries") or []
     policy_binaries_from_data(existing, policy)  # refuse to merge into a broken section
-    data["binaries"] = merge_binaries(existing, new)
+    data["binaries"] = merge_binaries(existing, without_baseline(new))
     policy_binaries_from_data(data["binaries"], policy)
     write_atomically(policy, yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100))
     return len(new)

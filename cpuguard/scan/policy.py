@@ -16,6 +16,11 @@ Format (an interface, documented in docs/scan.md)::
         notes: ["built with BUILD_NATIVE …"]
         found_in: "pbx01's disk vda"     # only for files read from a guest's disk
         reason: "owned by no package"   # why the guest scan chose the file
+
+``scan --format yaml`` and ``--merge-into`` leave out the features of the x86-64
+baseline level (x86-64-v1: every x86-64 CPU has them). Reading an entry with a
+``level`` gives them back, so a policy with or without them decides the same and
+a VM's needs still amount to at least x86-64-v1.
 """
 
 from __future__ import annotations
@@ -46,6 +51,35 @@ REQUIRED_KEYS = frozenset({"feature", "instructions", "functions", "examples", "
 DISPATCHED_KEYS = frozenset({"feature", "reason", "confidence", "instructions", "functions"})
 EVIDENCE = (DECODED, ISA_NOTE, FEATURE_NOTE)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def baseline_features() -> frozenset[str]:
+    """What every x86-64 CPU has (the x86-64-v1 level): a policy needs no entry for it."""
+    from cpuguard.levels import LEVEL_NAMES, level_features
+
+    return level_features(LEVEL_NAMES[0])
+
+
+def without_baseline(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``entries`` without the ``required`` items of baseline features (issue 14: on /usr/sbin
+    they were nine in ten lines of the section)."""
+    baseline = baseline_features()
+    return [
+        {**entry, "required": [u for u in entry["required"] if u.get("feature") not in baseline]}
+        if isinstance(entry.get("required"), list)
+        else entry
+        for entry in entries
+    ]
+
+
+def _with_baseline(required: tuple[FeatureUse, ...], level: str | None) -> tuple[FeatureUse, ...]:
+    """An entry with a ``level`` is an x86-64 program (the scanner gives every one at least
+    x86-64-v1): it needs the baseline features, listed or left out. Given back as declared by
+    the entry's level, as the ELF ISA level note declares them."""
+    if level is None:
+        return required
+    listed = {u.feature for u in required}
+    return required + tuple(FeatureUse(f, 0, 0, (), ISA_NOTE) for f in sorted(baseline_features() - listed))
 
 
 def report_to_policy_binaries(report: ScanReport) -> list[dict[str, Any]]:
@@ -227,7 +261,7 @@ def policy_binaries_from_data(
                 sha256=sha256,
                 scanned_at=_moment(check, entry.get("scanned_at"), f"{key}.scanned_at"),
                 level=level,
-                required=required,
+                required=_with_baseline(required, level),
                 dispatched=dispatched,
                 notes=check.strings(entry.get("notes", []), f"{key}.notes"),
                 source=str(source_path) if source_path is not None else "",

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from cpuguard.scan.policy import report_to_policy_binaries
+from cpuguard.scan.policy import report_to_policy_binaries, without_baseline
 from cpuguard.scan.records import ISA_NOTE, DispatchedFeature, FeatureUse, FileScan, ScanReport
 from cpuguard.scan.serialize import report_to_dict
 
@@ -118,7 +118,8 @@ def render_json(report: ScanReport) -> str:
 
 
 def policy_section(report: ScanReport) -> dict[str, Any]:
-    return {"binaries": report_to_policy_binaries(report)}
+    """A policy's ``binaries:``: without the x86-64 baseline features (``--format json`` has them)."""
+    return {"binaries": without_baseline(report_to_policy_binaries(report))}
 
 
 def render_yaml(report: ScanReport) -> str:
