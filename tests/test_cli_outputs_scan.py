@@ -13,19 +13,25 @@ import yaml
 
 from tests.conftest import EXAMPLE_POLICIES, need_tool, run_cpuguard
 
-KERNELS = Path(__file__).resolve().parent / "scan" / "corpus" / "kernels.c"
+CORPUS = Path(__file__).resolve().parent / "scan" / "corpus"
 V1 = ["cmov", "cx8", "fpu", "fxsr", "lm", "mmx", "sse", "sse2", "syscall"]
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """kernels.c (tests/scan/corpus) for the x86-64 baseline and for Haswell."""
+    """From tests/scan/corpus: kernels.c for the x86-64 baseline and for Haswell, clones.c (target_clones)."""
     gcc = need_tool("gcc")
     out = tmp_path_factory.mktemp("built")
     binaries = {}
-    for arch in ("x86-64", "haswell"):
-        binaries[arch] = out / f"kernels-{arch}"
-        subprocess.run([gcc, "-O3", f"-march={arch}", "-o", str(binaries[arch]), str(KERNELS)], check=True)
+    for name, source, arch in (
+        ("x86-64", "kernels", "x86-64"),
+        ("haswell", "kernels", "haswell"),
+        ("clones", "clones", "x86-64"),
+    ):
+        binaries[name] = out / f"{source}-{arch}"
+        subprocess.run(
+            [gcc, "-O3", f"-march={arch}", "-o", str(binaries[name]), str(CORPUS / f"{source}.c")], check=True
+        )
     return binaries
 
 
@@ -98,3 +104,19 @@ def test_the_example_pbx01_policy_decides_the_same_without_its_baseline_entries(
     assert len(policy["binaries"][0]["required"]) == len(before) - len(V1)
     (stripped / "vms" / "pbx01.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
     assert _verdicts(stripped, "pbx01") == _verdicts(as_shipped, "pbx01")
+
+
+def test_scan_text_separates_features_with_commas_like_check(built: dict[str, Path]) -> None:
+    path = built["haswell"]
+    result = run_cpuguard("scan", "--no-cache", str(path), str(built["clones"]))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == "  needs x86-64-v3: abm, avx, avx2, bmi1, bmi2, fma, movbe, popcnt"
+    assert lines.count("    baseline: cmov, cx8, fpu, fxsr, lm, mmx, sse, sse2, syscall") == 2
+    assert lines[-5:] == [
+        "Total: 2 files scanned, 7 KiB of code",
+        "  needs x86-64-v3: abm, avx, avx2, bmi1, bmi2, fma, movbe, popcnt",
+        "  oldest libvirt models offering it: Skylake-Client-noTSX-IBRS, Skylake-Client-v3, Skylake-Client-v4",
+        "  oldest microarchitectures: haswell, broadwell, excavator",
+        "  dispatched at run time, not needed: avx512dq, avx512f, xsave",
+    ]

@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from cpuguard.render.features import wrap
 from cpuguard.scan.policy import report_to_policy_binaries, without_baseline
 from cpuguard.scan.records import ISA_NOTE, DispatchedFeature, FeatureUse, FileScan, ScanReport
 from cpuguard.scan.serialize import report_to_dict
@@ -49,19 +50,24 @@ def _dispatched_lines(items: Iterable[DispatchedFeature]) -> list[str]:
     ]
 
 
+def _needs_head(beyond: list[FeatureUse], level: str | None) -> list[str]:
+    """``needs x86-64-v3: abm, avx, ...``, comma-separated like check, plan and host show."""
+    head = f"needs {level or 'no x86-64 level'}"
+    if not beyond:
+        head += ": nothing beyond the x86-64 baseline"
+    else:
+        head += ": " + ", ".join(u.feature for u in beyond)
+    return wrap(head, "  ")
+
+
 def _needs(required: Iterable[FeatureUse], level: str | None, baseline: frozenset[str]) -> list[str]:
     uses = list(required)
     beyond = [u for u in uses if u.feature not in baseline]
     basic = sorted(u.feature for u in uses if u.feature in baseline)
-    head = f"  needs {level or 'no x86-64 level'}"
-    if not beyond:
-        head += ": nothing beyond the x86-64 baseline"
-    else:
-        head += ": " + " ".join(u.feature for u in beyond)
-    lines = [head]
+    lines = _needs_head(beyond, level)
     lines.extend(_use_line(u) for u in beyond)
     if basic:
-        lines.append(f"    baseline: {' '.join(basic)}")
+        lines.extend(wrap(f"baseline: {', '.join(basic)}", "    "))
     return lines
 
 
@@ -100,14 +106,14 @@ def render_text(report: ScanReport, baseline: frozenset[str]) -> str:
         lines.append("")
     lines.append(summary + f", {_size(t.code_bytes)} of code")
     if t.files_scanned:
-        lines.extend(_needs(t.required, t.level, baseline)[:1])
+        lines.extend(_needs_head([u for u in t.required if u.feature not in baseline], t.level))
         if t.models:
             lines.append(f"  oldest libvirt models offering it: {', '.join(t.models)}")
         if t.microarchitectures:
             lines.append(f"  oldest microarchitectures: {', '.join(t.microarchitectures)}")
         if t.dispatched:
-            names = " ".join(d.feature for d in t.dispatched)
-            lines.append(f"  dispatched at run time, not needed: {names}")
+            names = ", ".join(d.feature for d in t.dispatched)
+            lines.extend(wrap(f"dispatched at run time, not needed: {names}", "  "))
     return "\n".join(lines) + "\n"
 
 

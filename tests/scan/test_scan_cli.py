@@ -21,7 +21,7 @@ def test_text_output(corpus: dict[str, Built], tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"{path} (pie-executable, ")
-    assert lines[1] == "  needs x86-64-v3: abm avx avx2 bmi1 bmi2 fma movbe popcnt"
+    assert lines[1] == "  needs x86-64-v3: abm, avx, avx2, bmi1, bmi2, fma, movbe, popcnt"
     assert any(line.startswith("    fma ") and line.endswith("e.g. saxpy.constprop.0") for line in lines)
     assert "Total: 1 file scanned, " in done.stdout
     assert "  oldest microarchitectures: haswell" in done.stdout
