@@ -96,6 +96,10 @@ def test_haswell_program_fails_on_westmere_naming_the_fault(rehearsal_guest: dic
     assert kept["rehearsals"][-1]["outcome"] == "failed-cpu"
     line = json.loads(g["log"].read_text().splitlines()[-1])
     assert line["event"] == "rehearse" and line["vm"] == "pbx01" and line["host"] == "uarch:westmere"
+    # and check shows it, as evidence beside its verdict
+    check = run("check", "vm", g["domain"], "host", "uarch:westmere", "--policies", g["policies"], "--format", "json")
+    shown = json.loads(check.stdout)["rehearsals"]
+    assert shown[0]["outcome"] == "failed-cpu" and shown[0]["command"] == [PROGRAM, "-f"], check.stdout
 
 
 def test_text_answer_names_function_instruction_and_feature(rehearsal_guest: dict[str, Path]) -> None:
