@@ -289,3 +289,18 @@ def _cells(dom: DomIndex, row: Element) -> list[Element]:
         if element.tag == "td":
             cells.append(element)
     return cells
+
+
+def test_audit_show_on_a_fresh_config_is_an_empty_log(tmp_path: Path) -> None:
+    """Before the hook's first decision the config's audit log does not exist: nothing to show, not
+    an error (issue 14 item 8). A --log that does not exist stays bad input."""
+    log = tmp_path / "log" / "audit.jsonl"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"audit_log: {log}\n")
+    text = run_cpuguard("audit", "show", "--config", str(config))
+    assert (text.returncode, text.stdout, text.stderr) == (0, f"no audit entries yet ({log} does not exist)\n", "")
+    as_json = run_cpuguard("audit", "show", "--config", str(config), "--format", "json")
+    assert (as_json.returncode, as_json.stdout, as_json.stderr) == (0, "", "")
+    named = run_cpuguard("audit", "show", "--log", str(log))
+    assert named.returncode == 2
+    assert named.stderr == f"cpuguard: error: {log}: no audit log yet (the hook writes it at its first decision)\n"

@@ -181,7 +181,11 @@ def audit_show(
     last: int | None,
     fmt: str,
 ) -> None:
-    """Print audit records, oldest first (JSON lines with --format json)."""
+    """Print audit records, oldest first (JSON lines with --format json).
+
+    Before the hook's first decision the config's audit log does not exist: that is an empty
+    log (text says so, JSON prints nothing), exit 0. A --log that does not exist is exit 2.
+    """
     from cpuguard.config import read_config
     from cpuguard.hook.audit import BadLine, Filter, encode, read, summary
 
@@ -196,7 +200,11 @@ def audit_show(
     try:
         items = list(read(path))
     except FileNotFoundError:
-        raise BadInput(path, "no audit log yet (the hook writes it at its first decision)") from None
+        if log is not None:  # named on the command line: a typo must not look like an empty log
+            raise BadInput(path, "no audit log yet (the hook writes it at its first decision)") from None
+        if fmt == "text":
+            click.echo(f"no audit entries yet ({path} does not exist)")
+        return
     except OSError as exc:
         raise BadInput(path, f"cannot read: {exc.strerror or exc}") from None
     records = [r for r in items if not isinstance(r, BadLine) and wanted.matches(r)]
