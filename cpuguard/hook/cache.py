@@ -5,7 +5,9 @@ cpu_map, with cpuguard's core loaded (about 100 ms); loading its plain form
 (:mod:`cpuguard.hook.plain`) takes about a millisecond. The file records a
 signature of every input (path, device, inode, size, mtime_ns, ctime_ns;
 directories too, so an added policy file changes its directory's signature)
-and is used only when every signature still matches.
+and is used only when every signature still matches, and not after the moment
+the context itself says it expires (``expires_us``: a stored guest scan's age
+and staleness are worded as of when the context was built).
 
 A file changed twice within one timestamp tick, with the cache written in
 between, would keep its signature (git calls this "racy clean":
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 DEFAULT_CACHE_DIR = "/var/cache/cpuguard"
 RACY_SECONDS = 2.0
 #: Changes whenever the layout of the plain context (cpuguard.hook.plain) or of this file does.
-FORMAT = 3
+FORMAT = 4
 #: The modules of the quick path, besides those the context is built with (cpuguard.hook.context).
 QUICK_PATH_MODULES = ("entry", "events", "cache", "domainxml", "quick", "journal")
 
@@ -108,8 +110,9 @@ def parse_json(text: str) -> Any:
     return value
 
 
-def load(cache_dir: str, config: str) -> dict[str, Any] | None:
-    """The plain context if the file exists, is trustworthy and no input changed since; else None."""
+def load(cache_dir: str, config: str, now: float) -> dict[str, Any] | None:
+    """The plain context if the file exists, is trustworthy, no input changed since and nothing in
+    it has expired at ``now`` (seconds since the epoch); else None."""
     data = read_trusted(cache_file(cache_dir, config))
     if data is None:
         return None
@@ -121,6 +124,9 @@ def load(cache_dir: str, config: str) -> dict[str, Any] | None:
             if stat_signature(path) != signature:
                 return None
         context: dict[str, Any] = saved["context"]
+        expires = context["expires_us"]
+        if expires is not None and now * 1e6 >= expires:
+            return None  # a guest scan's age would read otherwise (cpuguard.hook.context.remarks_change)
     except (ValueError, KeyError, TypeError, StopIteration):
         return None  # half-written by a crash, or from another cpuguard: rebuild
     return context

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cpuguard.config import Config, read_config
@@ -43,6 +44,9 @@ class HookContext:
     snapshot: HostFacts | None  # this host, from config host_facts; None when the file is missing
     snapshot_version: FileVersion | None
     inputs: tuple[str, ...] = field(default=())  # every file and directory this was built from
+    # the first moment a stored guest scan's age or staleness, as the decision words them, would
+    # read otherwise (see remarks_change); None: nothing in the context depends on the time
+    expires: datetime | None = None
 
 
 def file_version(path: Path, data: bytes) -> FileVersion:
@@ -76,7 +80,9 @@ def _knowledge_inputs() -> list[str]:
     return inputs
 
 
-def _read_policies(policies_dir: Path, knowledge: Knowledge) -> tuple[dict[str, VmPolicy], dict[str, FileVersion]]:
+def _read_policies(
+    policies_dir: Path, knowledge: Knowledge, now: datetime
+) -> tuple[dict[str, VmPolicy], dict[str, FileVersion], datetime | None]:
     from cpuguard.policy import policy_from_data
     from cpuguard.xmlsafe import read_bytes
     from cpuguard.yamlsafe import MAX_YAML_BYTES, parse_yaml
@@ -92,32 +98,51 @@ def _read_policies(policies_dir: Path, knowledge: Knowledge) -> tuple[dict[str, 
         data = read_bytes(path, MAX_YAML_BYTES)
         policies[path.stem] = policy_from_data(parse_yaml(data, path), path, knowledge, vm=path.stem)
         versions[path.stem] = file_version(path, data)
-    _add_guest_scans(policies_dir, policies, versions)
-    return policies, versions
+    expires = _add_guest_scans(policies_dir, policies, versions, now)
+    return policies, versions, expires
 
 
-def _add_guest_scans(policies_dir: Path, policies: dict[str, VmPolicy], versions: dict[str, FileVersion]) -> None:
+def _add_guest_scans(
+    policies_dir: Path, policies: dict[str, VmPolicy], versions: dict[str, FileVersion], now: datetime
+) -> datetime | None:
     """Stored guest scans (``guests/<vm>.json``, written by ``inventory scan-guests``) join the
-    VMs' policies; their file versions are kept as ``guest:<vm>``. The hook never opens a disk."""
-    from datetime import UTC, datetime
-
-    from cpuguard.guest.store import GUESTS_DIR, MAX_RESULT_BYTES, needs_from_result, parse_result
+    VMs' policies, aged at ``now``; their file versions are kept as ``guest:<vm>``. The hook never
+    opens a disk. Returns the first moment one of their remarks would read otherwise (None: no scan)."""
+    from cpuguard.guest.store import GUESTS_DIR, MAX_RESULT_BYTES, STALE_AFTER_DAYS, needs_from_result, parse_result
     from cpuguard.policy import with_guest
     from cpuguard.xmlsafe import read_bytes
 
     guests = policies_dir / GUESTS_DIR
     if not guests.is_dir():
-        return
-    now = datetime.now(UTC)
+        return None
+    changes: list[datetime] = []
     for path in sorted(guests.iterdir()):
         if path.suffix != ".json" or path.name.startswith("."):
             continue
         data = read_bytes(path, MAX_RESULT_BYTES)
-        needs = needs_from_result(parse_result(data, path), path, vm=path.stem, now=now)
+        needs = needs_from_result(
+            parse_result(data, path), path, vm=path.stem, now=now, stale_after_days=STALE_AFTER_DAYS
+        )
         joined = with_guest(policies.get(path.stem), path.stem, needs)
         if joined is not None:
             policies[path.stem] = joined
+        changes.append(remarks_change(needs.scanned_at, now, STALE_AFTER_DAYS))
         versions[f"guest:{path.stem}"] = file_version(path, data)
+    return min(changes, default=None)
+
+
+def remarks_change(scanned_at: datetime, now: datetime, stale_after_days: float) -> datetime:
+    """The first moment after ``now`` the remarks on a guest scan taken at ``scanned_at``
+    (requirements._guest_remarks) could read otherwise: its age is worded in whole hours under a
+    day, in whole days after, and it turns stale once older than ``stale_after_days``. A second
+    early: the remarks reckon the age in floating-point days."""
+    age = max(now - scanned_at, timedelta(0))
+    step = timedelta(hours=1) if age < timedelta(days=1) else timedelta(days=1)
+    change = scanned_at + (age // step + 1) * step
+    stale_at = scanned_at + timedelta(days=stale_after_days)
+    if now <= stale_at:
+        change = min(change, stale_at)
+    return change - timedelta(seconds=1)
 
 
 def check_owners(paths: list[str]) -> None:
@@ -147,8 +172,9 @@ def trust_chains(paths: list[str]) -> list[str]:
     return list(dict.fromkeys(directories))
 
 
-def build_context(config_path: Path) -> HookContext:
-    """Read the configuration at ``config_path`` and everything it names.
+def build_context(config_path: Path, now: datetime | None = None) -> HookContext:
+    """Read the configuration at ``config_path`` and everything it names; a stored guest scan's
+    age is taken at ``now`` (default: the clock's).
 
     A broken file raises :class:`BadInput`: the hook then follows ``on_error``.
     A missing snapshot is not an error (the hook falls back to /proc/cpuinfo).
@@ -168,7 +194,11 @@ def build_context(config_path: Path) -> HookContext:
 
     policies_dir = config.policies
     inputs += [str(policies_dir / d) for d in ("", "vms", "guests", INVENTORY_NAME)]
-    policies, versions = _read_policies(policies_dir, knowledge)
+    if now is None:
+        from datetime import UTC
+
+        now = datetime.now(UTC)
+    policies, versions, expires = _read_policies(policies_dir, knowledge, now)
     inputs += [v.path for v in versions.values()]
 
     inventory = read_inventory(policies_dir)
@@ -224,4 +254,5 @@ def build_context(config_path: Path) -> HookContext:
         snapshot=snapshot,
         snapshot_version=snapshot_version,
         inputs=tuple(dict.fromkeys(inputs)),
+        expires=expires,
     )

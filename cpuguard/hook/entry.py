@@ -214,7 +214,7 @@ def precompiled(options: Options, now: Callable[[], datetime]) -> tuple[dict[str
     from cpuguard.hook import cache
 
     if options.cache_dir is not None:
-        plain = cache.load(options.cache_dir, options.config)
+        plain = cache.load(options.cache_dir, options.config, now().timestamp())
         if plain is not None:
             return plain, None
     from pathlib import Path
@@ -222,7 +222,7 @@ def precompiled(options: Options, now: Callable[[], datetime]) -> tuple[dict[str
     from cpuguard.hook.context import build_context
     from cpuguard.hook.plain import plain_context
 
-    context = build_context(Path(options.config))
+    context = build_context(Path(options.config), now())
     plain = plain_context(context)
     if options.cache_dir is not None:
         from contextlib import suppress
@@ -251,7 +251,7 @@ def full_decision(
     from cpuguard.hook.hostfacts import local_host
     from cpuguard.hook.quick import Answer
 
-    context = context or build_context(Path(options.config))
+    context = context or build_context(Path(options.config), now())
     local = local_host(context, nodename=nodename, proc_stat=Path(proc_stat))
     result = decide_event(Event(vm, operation, libvirt_call), domain_xml, context, local, now())
     return Answer(result.exit_code, result.message, result.record)

@@ -67,6 +67,8 @@ def plain_context(context: HookContext) -> dict[str, Any]:
         "spellings": dict(knowledge.vocabulary.by_key),
         "never": sorted(knowledge.vocabulary.never_needed),
         "vms": vms,
+        # the guest scans' remarks in "vms" hold until then (cpuguard.hook.context.remarks_change)
+        "expires_us": None if context.expires is None else _epoch_us(context.expires),
     }
 
 
@@ -91,6 +93,10 @@ def _host(context: HookContext) -> dict[str, Any] | None:
         "source": facts.source,
         "version": {"path": found.path, "sha256": found.sha256},
         "captured_at": facts.captured_at.isoformat() if facts.captured_at else None,
-        "captured_us": (captured - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1),
+        "captured_us": _epoch_us(captured),
         "stale_warning": [before, after],
     }
+
+
+def _epoch_us(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)

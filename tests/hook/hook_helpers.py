@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +87,22 @@ class HookSite:
         return ["--config", str(self.config), *cache_args, "--audit-log", str(self.audit_log)]
 
     def hook(
-        self, vm: str, operation: str, xml: bytes = b"", *extra: str, sub: str = "begin", cache: bool = True
+        self,
+        vm: str,
+        operation: str,
+        xml: bytes = b"",
+        *extra: str,
+        sub: str = "begin",
+        cache: bool = True,
+        now: datetime | None = None,
     ) -> Run:
-        """The hook's entry in this process, as the shim would call it."""
+        """The hook's entry in this process, as the shim would call it (at ``now``: default, the clock's)."""
         err = io.StringIO()
         code = main(
-            [*self.options(cache=cache), *extra, "--", vm, operation, sub, "-"], stdin=io.BytesIO(xml), stderr=err
+            [*self.options(cache=cache), *extra, "--", vm, operation, sub, "-"],
+            stdin=io.BytesIO(xml),
+            stderr=err,
+            now=None if now is None else lambda: now,
         )
         return Run(code, err.getvalue())
 

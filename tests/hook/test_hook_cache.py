@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hook_helpers import DOMAINS, HookSite
+from hook_helpers import DOMAINS, HookSite, model_xml
 
 from cpuguard.hook import cache
 from cpuguard.hook.context import build_context, trust_chains
@@ -22,10 +22,12 @@ from cpuguard.hook.shim import python_path
 LATER = time.time() + 3600  # "now" for save(): every input looks old enough to trust
 
 
-def builds(site: HookSite) -> list[Path]:
-    """The plain context as the hook gets it; returns [the config] when it was built, [] when loaded."""
+def builds(site: HookSite, now: datetime | None = None) -> list[Path]:
+    """The plain context as the hook gets it (at ``now``, default an hour from now); returns [the config]
+    when it was built, [] when loaded."""
     options = Options(config=str(site.config), cache_dir=str(site.cache_dir))
-    _, context = precompiled(options, lambda: datetime.now(UTC) + timedelta(hours=1))
+    at = now or datetime.now(UTC) + timedelta(hours=1)
+    _, context = precompiled(options, lambda: at)
     return [site.config] if context is not None else []
 
 
@@ -35,7 +37,7 @@ def saves(site: HookSite, now: float) -> bool:
 
 
 def load(site: HookSite) -> dict[str, Any] | None:
-    return cache.load(str(site.cache_dir), str(site.config))
+    return cache.load(str(site.cache_dir), str(site.config), LATER)
 
 
 def test_second_call_comes_from_the_cache(site: HookSite) -> None:
@@ -177,3 +179,46 @@ def test_the_cache_is_plain_json_and_names_its_inputs(site: HookSite) -> None:
     assert str(site.config) in paths and str(site.snapshot) in paths
     assert set(cache.quick_path_files()) <= set(paths)
     assert cache.parse_json(cached.read_text()) == saved
+
+
+def store_guest_scan(site: HookSite, scanned_at: datetime) -> None:
+    """A stored guest scan of pbx01 (a real one, from tests/data), taken at ``scanned_at``."""
+    import json
+
+    data = Path(__file__).parents[1] / "data" / "cpuguard-guest-scan-assembled-debian12-pbxd.json"
+    scan = {**json.loads(data.read_text()), "vm": "pbx01", "scanned_at": f"{scanned_at:%Y-%m-%dT%H:%M:%SZ}"}
+    (site.policies / "guests").mkdir(exist_ok=True)
+    (site.policies / "guests" / "pbx01.json").write_text(json.dumps(scan))
+
+
+def test_a_guest_scan_turns_stale_on_the_quick_path_too(site: HookSite) -> None:
+    """The context words a guest scan's age and staleness as of when it was built: the cache is not
+    used once they would read otherwise, and the quick answer is the full path's, byte for byte."""
+    site.snapshot_from("model:Skylake-Server-IBRS", "new-node")  # has all pbx01 needs: stale turns allow into warn
+    scanned = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    store_guest_scan(site, scanned)
+    xml = model_xml("pbx01", "Westmere")
+    before = scanned + timedelta(days=7, seconds=-5)
+    assert "6 days old" in site.hook("pbx01", "prepare", xml, now=before).stderr
+    assert builds(site, before + timedelta(seconds=1)) == []  # cached, and current until the scan turns stale
+    after = before + timedelta(seconds=6)
+    quick = site.hook("pbx01", "prepare", xml, now=after)
+    full = site.hook("pbx01", "prepare", xml, now=after, cache=False)
+    assert "7 days old" in quick.stderr and "the guest scan of pbx01 is stale (7 days old)" in quick.stderr
+    assert quick.stderr.startswith("cpuguard: WARN pbx01")
+    assert quick == full
+    *_, cached, uncached = site.records()
+    assert {**cached, "elapsed_ms": 0} == {**uncached, "elapsed_ms": 0}
+
+
+def test_the_cache_expires_when_a_scans_age_would_read_otherwise(site: HookSite) -> None:
+    scanned = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    store_guest_scan(site, scanned)
+    at = scanned + timedelta(hours=2, minutes=30)  # "2 hours old" until 3 hours
+    assert builds(site, at) == [site.config]
+    assert builds(site, scanned + timedelta(hours=2, minutes=58)) == []
+    assert builds(site, scanned + timedelta(hours=3)) == [site.config]
+    at = scanned + timedelta(days=3, hours=1)  # "3 days old" until 4 days
+    assert builds(site, at) == [site.config]
+    assert builds(site, scanned + timedelta(days=3, hours=23)) == []
+    assert builds(site, scanned + timedelta(days=4)) == [site.config]
