@@ -12,7 +12,9 @@ and staleness are worded as of when the context was built).
 A file changed twice within one timestamp tick, with the cache written in
 between, would keep its signature (git calls this "racy clean":
 https://git-scm.com/docs/racy-git). So a context is written only when every
-input is older than :data:`RACY_SECONDS`; until then each call builds it afresh.
+input is older than :data:`RACY_SECONDS` when its build starts; until then each
+call builds it afresh. The signatures are taken after the build, so an input
+edited while it ran is newer than the build's start, and is not cached either.
 
 Only a regular file owned by this user and writable by no one else is read
 (the directory is created mode 0700): the hook runs as root and decides by
@@ -134,7 +136,9 @@ def load(cache_dir: str, config: str, now: float) -> dict[str, Any] | None:
 
 def save(cache_dir: str, config: str, context: dict[str, Any], inputs: Iterable[str], now: float) -> bool:
     """Write the plain context unless an input is too recent to be trusted (see the module doc).
-    ``now``: the wall clock, seconds since the epoch."""
+    ``now``: when the context's build began reading its inputs (the wall clock, seconds since the
+    epoch). An input changed after that, or less than :data:`RACY_SECONDS` before, may differ from
+    what was read, whatever the time now: its signature, taken here, must not vouch for it."""
     import json
 
     paths = list(dict.fromkeys([*inputs, *quick_path_files()]))

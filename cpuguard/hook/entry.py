@@ -222,13 +222,15 @@ def precompiled(options: Options, now: Callable[[], datetime]) -> tuple[dict[str
     from cpuguard.hook.context import build_context
     from cpuguard.hook.plain import plain_context
 
-    context = build_context(Path(options.config), now())
+    started = now()
+    context = build_context(Path(options.config), started)
     plain = plain_context(context)
     if options.cache_dir is not None:
         from contextlib import suppress
 
         with suppress(OSError):  # a cache that cannot be written costs speed, never a decision
-            cache.save(options.cache_dir, options.config, plain, context.inputs, now().timestamp())
+            # judged against the build's start: an input edited after the build read it is not cached
+            cache.save(options.cache_dir, options.config, plain, context.inputs, started.timestamp())
     return plain, context
 
 

@@ -222,3 +222,34 @@ def test_the_cache_expires_when_a_scans_age_would_read_otherwise(site: HookSite)
     assert builds(site, at) == [site.config]
     assert builds(site, scanned + timedelta(days=3, hours=23)) == []
     assert builds(site, scanned + timedelta(days=4)) == [site.config]
+
+
+def test_an_input_edited_during_a_slow_build_is_not_cached(site: HookSite, monkeypatch: Any) -> None:
+    """A policy edited after the build read it, but long enough before the save to look settled,
+    must not be cached: its new signature would vouch for the content read before the edit."""
+    from cpuguard.hook import context as context_module
+
+    policy = site.policies / "vms" / "db01.yaml"
+    offset = [cache.RACY_SECONDS]  # the clock: the inputs just written look settled when the build starts
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=offset[0])
+
+    real_build = context_module.build_context
+
+    def slow_build(config: Path, now: datetime | None = None) -> Any:
+        built = real_build(config, now)
+        time.sleep(0.05)
+        policy.write_text("vm: db01\nrequires: {features: [avx512f]}\n")  # edited after it was read
+        offset[0] += 10  # and the build took another 10 s
+        return built
+
+    options = Options(config=str(site.config), cache_dir=str(site.cache_dir))
+    monkeypatch.setattr(context_module, "build_context", slow_build)
+    first, _ = precompiled(options, clock)
+    monkeypatch.undo()
+    assert "avx512f" not in [need[0] for need in first["vms"]["db01"]["needs"]]
+    second, context = precompiled(options, clock)
+    assert context is not None  # built again: the first build was not cached
+    assert "avx512f" in [need[0] for need in second["vms"]["db01"]["needs"]]
+    assert precompiled(options, clock)[1] is None  # and this one was
