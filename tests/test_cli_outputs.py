@@ -304,3 +304,31 @@ def test_audit_show_on_a_fresh_config_is_an_empty_log(tmp_path: Path) -> None:
     named = run_cpuguard("audit", "show", "--log", str(log))
     assert named.returncode == 2
     assert named.stderr == f"cpuguard: error: {log}: no audit log yet (the hook writes it at its first decision)\n"
+
+
+def test_advise_headlines_fit_80_columns_and_verbose_names_every_feature() -> None:
+    result = run_cpuguard("advise", "--all")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    start = lines.index("app01 on new-node: pinned by configuration:")
+    assert lines[start + 1] == "    the advised <cpu> opens mid-node, old-node"
+    start = lines.index("pbx01 on new-node: stranded by the workload:")
+    assert lines[start + 1] == "    no other host offers what its software needs"
+
+    grouped = run_cpuguard("advise", "app01").stdout.splitlines()
+    verbose = run_cpuguard("advise", "app01", "--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    policy = EXAMPLE_POLICIES / "vms" / "app01.yaml"
+    start = grouped.index("  workload needs (x86-64-v2):")
+    assert grouped[start + 1 : start + 3] == [
+        "    all of x86-64-v2",
+        f"        <- level x86-64-v2 required by policy {policy.relative_to(EXAMPLE_POLICIES.parent)}",
+    ]
+    lines = verbose.stdout.splitlines()
+    assert lines[start + 1 : start + 4] == [
+        "    cmov, cx16, cx8, fpu, fxsr, lahf_lm, lm, mmx, pni, popcnt, sse, sse2,",
+        "      sse4_1, sse4_2, ssse3, syscall",
+        f"        <- level x86-64-v2 required by policy {policy.relative_to(EXAMPLE_POLICIES.parent)}",
+    ]
+    assert lines[:start] == grouped[:start] and lines[start + 4 :] == grouped[start + 3 :]

@@ -29,6 +29,7 @@ RENDERERS = {
 @click.argument("vms", nargs=-1, metavar="VM...")
 @click.option("--all", "every", is_flag=True, help="Advise every VM of the inventory.")
 @click.option("--format", "fmt", type=click.Choice(ADVICE_FORMATS), default="text", show_default=True)
+@click.option("--verbose", "-v", is_flag=True, help="List every feature by name (text is grouped by x86-64 level).")
 @click.option(
     "--policies",
     type=click.Path(path_type=Path, file_okay=False),
@@ -46,7 +47,13 @@ RENDERERS = {
     help="Seconds to wait for each host given as a libvirt URI.",
 )  # fmt: skip
 def advise_cmd(
-    vms: tuple[str, ...], every: bool, fmt: str, policies: Path | None, inventory: Path | None, timeout: float
+    vms: tuple[str, ...],
+    every: bool,
+    fmt: str,
+    verbose: bool,
+    policies: Path | None,
+    inventory: Path | None,
+    timeout: float,
 ) -> None:
     """The most portable guest CPU definition each VM's workload allows, and the hosts it opens.
 
@@ -76,7 +83,8 @@ def advise_cmd(
     advices = [advise(fleet.vms[name], fleet.hosts, knowledge) for name in names]
     module, _, function = RENDERERS[fmt].partition(":")
     render = getattr(importlib.import_module(f"cpuguard.render.{module}"), function)
-    click.echo(render(advices, problems), nl=False)
+    options = {"verbose": verbose} if fmt == "text" else {}  # the other formats list every feature
+    click.echo(render(advices, problems, **options), nl=False)
     if problems:
         raise SystemExit(2)
     raise SystemExit(1 if any(a.standing is Standing.NOT_GIVEN for a in advices) else 0)

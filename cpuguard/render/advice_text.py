@@ -8,7 +8,7 @@ from xml.sax.saxutils import escape
 from cpuguard.advice.advise import describe_current
 from cpuguard.advice.records import Advice, AdvisedCpu, Standing
 from cpuguard.planning.records import Problem
-from cpuguard.render.features import feature_text, fit
+from cpuguard.render.features import WIDTH, feature_text, fit, wrap
 from cpuguard.render.verdict_text import by_origin
 
 TAKES_EFFECT = (
@@ -44,45 +44,54 @@ def _hosts(names: Sequence[str]) -> str:
     return ", ".join(names) or "none"
 
 
-def _head(advice: Advice) -> str:
-    where = f" on {advice.host}" if advice.host else ""
-    head = f"{advice.vm}{where}: {_HEADS[advice.standing]}"
+def _why(advice: Advice) -> str:
     if advice.standing is Standing.NOT_GIVEN:
         features = ", ".join(m.feature for m in advice.not_given)
-        return f"{head}: {features} -- its software runs a fallback or is already broken"
+        return f"{features} -- its software runs a fallback or is already broken"
     if advice.standing is Standing.WORKLOAD:
-        return f"{head}: no other host offers what its software needs"
+        return "no other host offers what its software needs"
     if advice.standing is Standing.CONFIGURATION:
-        return f"{head}: the advised <cpu> opens {_hosts(advice.opened)}"
-    return f"{head}: it already reaches every host its workload runs on"
+        return f"the advised <cpu> opens {_hosts(advice.opened)}"
+    return "it already reaches every host its workload runs on"
 
 
-def _needs(advice: Advice, lines: list[str]) -> None:
+def _head(advice: Advice) -> list[str]:
+    """``VM on HOST: STANDING: why``; longer than a screen, the why goes on the next lines, four
+    columns in (deeper than the details), so that the VM and its standing stay on one line for grep."""
+    where = f" on {advice.host}" if advice.host else ""
+    head = f"{advice.vm}{where}: {_HEADS[advice.standing]}:"
+    if len(head) + 1 + len(_why(advice)) <= WIDTH:
+        return [f"{head} {_why(advice)}"]
+    return [*wrap(head, "", more="    "), *wrap(_why(advice), "    ")]
+
+
+def _needs(advice: Advice, lines: list[str], verbose: bool) -> None:
     if not advice.needs:
         lines.append("  workload needs: nothing recorded (no policy, scan or level)")
         return
     level = f" ({advice.workload_level})" if advice.workload_level else ""
     lines.append(f"  workload needs{level}:")
     for origin, features in by_origin(advice.needs):
-        lines.append(f"    {feature_text(features)}")
+        lines.append(f"    {feature_text(features, verbose=verbose)}")
         lines.append(f"        <- {origin.detail}")
 
 
-def render_advice(advice: Advice) -> str:
-    lines = [_head(advice)]
-    lines.append(f"  current CPU: {describe_current(advice)}")
+def render_advice(advice: Advice, verbose: bool = False) -> str:
+    """One VM's advice; feature lists grouped by x86-64 level unless ``verbose``."""
+    head = _head(advice)
+    lines = [f"  current CPU: {describe_current(advice)}"]
     lines.append(f"  reachable now: live {_hosts(advice.live_now)}; cold {_hosts(advice.cold_now)}")
-    _needs(advice, lines)
+    _needs(advice, lines, verbose)
     if advice.not_given:
         lines.append(f"  NOT GIVEN by its CPU definition ({describe_current(advice)}):")
         for origin, features in by_origin(advice.not_given):
-            lines.append(f"    {feature_text(features)}")
+            lines.append(f"    {feature_text(features, verbose=verbose)}")
             lines.append(f"        <- {origin.detail}")
     if advice.shortfalls:
         lines.append("  hosts its workload cannot run on:")
         for shortfall in advice.shortfalls:
             lacks = [", ".join(shortfall.problems)] if shortfall.problems else []
-            lacks += [f"lacks {feature_text(f)} ({o.detail})" for o, f in by_origin(shortfall.missing)]
+            lacks += [f"lacks {feature_text(f, verbose=verbose)} ({o.detail})" for o, f in by_origin(shortfall.missing)]
             lines.append(f"    {shortfall.host}: {'; '.join(lacks)}")
     advised = advice.advised
     if advised is None:
@@ -96,7 +105,7 @@ def render_advice(advice: Advice) -> str:
         lines.append(f"  after the change: live {_hosts(advice.live_after)}; cold {_hosts(advice.cold_after)}")
         lines.append(f"  {TAKES_EFFECT}")
     lines.extend(f"  note: {note}" for note in advice.notes)
-    return "\n".join([lines[0], *fit(lines[1:])]) + "\n"
+    return "\n".join([*head, *fit(lines)]) + "\n"
 
 
 def summary(advices: Sequence[Advice]) -> str:
@@ -105,8 +114,8 @@ def summary(advices: Sequence[Advice]) -> str:
     return f"Advice for {len(advices)} VM{'s' if len(advices) != 1 else ''}: {', '.join(parts) or 'nothing'}"
 
 
-def render_advice_text(advices: Sequence[Advice], problems: Sequence[Problem] = ()) -> str:
-    blocks = [summary(advices) + "\n"] + [render_advice(a) for a in advices]
+def render_advice_text(advices: Sequence[Advice], problems: Sequence[Problem] = (), *, verbose: bool = False) -> str:
+    blocks = [summary(advices) + "\n"] + [render_advice(a, verbose) for a in advices]
     if problems:  # incomplete first
         lines = [f"INCOMPLETE: {len(problems)} item{'s' if len(problems) != 1 else ''} could not be read:"]
         lines.extend(f"  {p.describe()}" for p in problems)
