@@ -13,7 +13,7 @@ from cpuguard.records import Move, Verdict
 from cpuguard.render.advice_text import advised_cpu_xml
 from cpuguard.render.features import feature_text, fit
 from cpuguard.render.rehearsals import failed_rehearsals, rehearsal_text
-from cpuguard.render.verdict_text import by_origin
+from cpuguard.render.verdict_text import by_binary, by_origin
 
 #: Above this many hosts the matrix is summarised per VM instead of drawn as a grid.
 GRID_MAX_HOSTS = 12
@@ -48,7 +48,7 @@ def targets_text(plan: EvacuationPlan) -> str:
 def _rejection(verdict: Verdict, indent: str) -> list[str]:
     lines = [f"{indent}{problem}" for problem in verdict.problems]
     lines += [f"{indent}{line.detail} (rehearsed {line.when})" for line in failed_rehearsals(verdict)]
-    for origin, features in by_origin(verdict.missing):
+    for origin, features in by_binary(verdict.missing):
         lines.append(f"{indent}missing {feature_text(features)}")
         lines.append(f"{indent}    <- {origin.detail}")
     for origin, features in by_origin(verdict.forbidden_present):
@@ -68,7 +68,7 @@ def cause_lines(vm: VmPlan) -> list[str]:
         return lines
     if vm.stranded_by == "workload":
         lines = [f"  stranded by the workload: no target{' read' if vm.unread else ''} offers what its software needs"]
-        for origin, features in by_origin(vm.workload_missing):
+        for origin, features in by_binary(vm.workload_missing):
             lines.append(f"      needs {feature_text(features)}")
             lines.append(f"          <- {origin.detail}")
         return lines

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from cpuguard.records import Missing, Move, Origin, Outcome, Verdict
 from cpuguard.render.features import feature_text, fit, wrap
 from cpuguard.render.rehearsals import rehearsal_text
@@ -22,6 +24,37 @@ def by_origin(missing: tuple[Missing, ...]) -> list[tuple[Origin, list[str]]]:
     order = {"binary": 0, "policy": 1, "level": 2, "guest-cpu": 3, "live": 4}
     # by kind, then by the first missing feature, so a binary's features read in name order
     return sorted(groups.items(), key=lambda kv: (order.get(kv[0].kind, 9), kv[1][0], kv[0].detail))
+
+
+#: ``needed by PATH (N instructions in M functions)``: one binary's need of one feature.
+_COUNTED = re.compile(r"^(needed by .+) \(([\d,]+) instructions? in [\d,]+ functions?\)$")
+
+
+def by_binary(missing: tuple[Missing, ...]) -> list[tuple[Origin, list[str]]]:
+    """:func:`by_origin`, with one group per binary instead of one per feature and instruction
+    count (asterisk needing avx, avx2 and avx512f is one line, its instructions added up): for
+    overviews over many VMs; ``check vm`` keeps each feature's instructions and functions."""
+    out: list[tuple[Origin, list[str]]] = []
+    at: dict[str, int] = {}  # "needed by PATH" -> index in out
+    counts: dict[str, int] = {}
+    for origin, features in by_origin(missing):
+        match = _COUNTED.match(origin.detail) if origin.kind == "binary" else None
+        if match is None:
+            out.append((origin, list(features)))
+            continue
+        who = match.group(1)
+        counts[who] = counts.get(who, 0) + int(match.group(2).replace(",", ""))
+        if who in at:
+            out[at[who]][1].extend(features)
+        else:
+            at[who] = len(out)
+            out.append((origin, list(features)))
+    for who, index in at.items():
+        features = sorted(set(out[index][1]))
+        if len(features) > 1:
+            total = counts[who]
+            out[index] = (Origin("binary", f"{who} ({total:,} instruction{'s' if total != 1 else ''})"), features)
+    return out
 
 
 def one_line(verdict: Verdict) -> str:
