@@ -16,10 +16,11 @@ input is older than :data:`RACY_SECONDS` when its build starts; until then each
 call builds it afresh. The signatures are taken after the build, so an input
 edited while it ran is newer than the build's start, and is not cached either.
 
-Only a regular file owned by this user and writable by no one else is read
-(the directory is created mode 0700): the hook runs as root and decides by
-it. It is plain JSON, so nothing in it is ever run; it is read with the
-``_json`` scanner, without the ``json`` package (which loads ``re``).
+Only a regular file owned by this user and writable by no one else, in a
+directory that is the same (created mode 0700; a symbolic link is refused), is
+read or written: the hook runs as root and decides by it. It is plain JSON, so
+nothing in it is ever run; it is read with the ``_json`` scanner, without the
+``json`` package (which loads ``re``).
 """
 
 from __future__ import annotations
@@ -65,15 +66,34 @@ def cache_file(cache_dir: str, config: str) -> str:
     return os.path.join(cache_dir, f"hook-{where}-{os.path.basename(config)}.json")
 
 
-def read_trusted(path: str) -> bytes | None:
+def _owned(st: os.stat_result, kind: int) -> bool:
+    """Of this kind (S_IFREG, S_IFDIR), owned by this user, writable by no one else."""
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022 and (st.st_mode & 0o170000) == kind
+
+
+def open_directory(cache_dir: str) -> int | None:
+    """A descriptor of the cache directory if it is a real directory (no symbolic link) owned by
+    this user that no one else can write; else None. In a directory another user can write, a
+    rename could swap in another configuration's cache (one a root hook trusted) for this one's.
+    Files are opened relative to the descriptor, so the directory checked is the one used."""
+    try:
+        fd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not _owned(os.fstat(fd), 0o040000):
+        os.close(fd)
+        return None
+    return fd
+
+
+def read_trusted(name: str, dir_fd: int) -> bytes | None:
     """The file's bytes if it is a regular file owned by this user and writable by no one else."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022 or (st.st_mode & 0o170000) != 0o100000:
+        if not _owned(os.fstat(fd), 0o100000):
             return None
         chunks = []
         while chunk := os.read(fd, 1 << 20):
@@ -115,7 +135,13 @@ def parse_json(text: str) -> Any:
 def load(cache_dir: str, config: str, now: float) -> dict[str, Any] | None:
     """The plain context if the file exists, is trustworthy, no input changed since and nothing in
     it has expired at ``now`` (seconds since the epoch); else None."""
-    data = read_trusted(cache_file(cache_dir, config))
+    dir_fd = open_directory(cache_dir)
+    if dir_fd is None:
+        return None
+    try:
+        data = read_trusted(os.path.basename(cache_file(cache_dir, config)), dir_fd)
+    finally:
+        os.close(dir_fd)
     if data is None:
         return None
     try:
@@ -140,6 +166,7 @@ def save(cache_dir: str, config: str, context: dict[str, Any], inputs: Iterable[
     epoch). An input changed after that, or less than :data:`RACY_SECONDS` before, may differ from
     what was read, whatever the time now: its signature, taken here, must not vouch for it."""
     import json
+    from contextlib import suppress
 
     paths = list(dict.fromkeys([*inputs, *quick_path_files()]))
     found = [stat_signature(path) for path in paths]
@@ -147,19 +174,26 @@ def save(cache_dir: str, config: str, context: dict[str, Any], inputs: Iterable[
     if newest / 1e9 > now - RACY_SECONDS:
         return False
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    dir_fd = open_directory(cache_dir)
+    if dir_fd is None:
+        return False
     saved = {"header": header(), "inputs": [list(pair) for pair in zip(paths, found, strict=True)], "context": context}
-    target = cache_file(cache_dir, config)
+    target = os.path.basename(cache_file(cache_dir, config))
     tmp = f"{target}.{os.getpid()}.tmp"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)  # left by a crash of an earlier process with this pid
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(saved, handle, ensure_ascii=False, separators=(",", ":"))
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        with suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)  # left by a crash of an earlier process with this pid
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(saved, handle, ensure_ascii=False, separators=(",", ":"))
+            os.replace(tmp, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
     return True
 
 

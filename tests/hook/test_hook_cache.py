@@ -253,3 +253,25 @@ def test_an_input_edited_during_a_slow_build_is_not_cached(site: HookSite, monke
     assert context is not None  # built again: the first build was not cached
     assert "avx512f" in [need[0] for need in second["vms"]["db01"]["needs"]]
     assert precompiled(options, clock)[1] is None  # and this one was
+
+
+def test_a_cache_directory_others_could_write_to_is_not_used(site: HookSite, tmp_path: Path) -> None:
+    """Where another user can rename files, a cache written for another configuration (or by root,
+    for a context it trusted) could be swapped in: the directory must be this user's, a real directory
+    that no one else can write. Otherwise the hook decides without the cache, never fails for it."""
+    builds(site)
+    assert load(site) is not None
+    for mode in (0o770, 0o707, 0o1777):
+        os.chmod(site.cache_dir, mode)
+        assert load(site) is None
+        assert not saves(site, LATER)
+        assert builds(site) == [site.config]
+        assert site.hook("db01", "prepare", (DOMAINS / "db01.xml").read_bytes()).exit_code == 1  # still decided
+    os.chmod(site.cache_dir, 0o700)
+    assert load(site) is not None
+    elsewhere = tmp_path / "elsewhere"
+    site.cache_dir.rename(elsewhere)
+    site.cache_dir.symlink_to(elsewhere)  # a link, though to a good directory
+    assert load(site) is None
+    assert not saves(site, LATER)
+    assert builds(site) == [site.config]
