@@ -16,17 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpuguard.errors import BadInput
+from cpuguard.guest import ldpaths
+from cpuguard.guest.errors import GuestDataError
 
 # Where the dynamic loader looks after DT_RUNPATH and LD_LIBRARY_PATH on
 # Debian-style x86-64 systems (ld.so(8), /etc/ld.so.conf.d/x86_64-linux-gnu.conf).
-DEFAULT_LIBRARY_DIRS = (
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib",
-)
+DEFAULT_LIBRARY_DIRS = ldpaths.DEFAULT_DIRS
 
 
 @dataclass(frozen=True)
@@ -118,36 +113,22 @@ def _expand_one(
     yield Target(path, identity=identity)
 
 
-def _ld_so_conf(path: str, depth: int = 0) -> list[str]:
-    """Directories listed by an ld.so.conf file, following ``include`` lines."""
-    if depth > 8:
-        return []
+def _read_host_file(path: str) -> bytes | None:
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
+        with open(path, "rb") as handle:
+            return handle.read(ldpaths.MAX_CONF_BYTES + 1)
     except OSError:
-        return []
-    result: list[str] = []
-    for line in lines:
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if line.startswith("include "):
-            pattern = line.split(None, 1)[1]
-            if not os.path.isabs(pattern):
-                pattern = os.path.join(os.path.dirname(path), pattern)
-            for included in sorted(glob.glob(pattern)):
-                result.extend(_ld_so_conf(included, depth + 1))
-        elif os.path.isabs(line):
-            result.append(line)
-    return result
+        return None
 
 
 def library_search_dirs(environ: Mapping[str, str] = os.environ, ld_so_conf: str = "/etc/ld.so.conf") -> list[str]:
-    """LD_LIBRARY_PATH, then ld.so.conf, then the default directories."""
+    """LD_LIBRARY_PATH, then ld.so.conf and the default directories, read as a guest's are
+    (:func:`cpuguard.guest.ldpaths.search_dirs`, here with this machine's files)."""
     dirs = [d for d in environ.get("LD_LIBRARY_PATH", "").split(":") if d]
-    dirs += _ld_so_conf(ld_so_conf)
-    dirs += DEFAULT_LIBRARY_DIRS
+    try:
+        dirs += ldpaths.search_dirs(_read_host_file, lambda pattern: sorted(glob.glob(pattern)), conf=ld_so_conf)
+    except GuestDataError:
+        dirs += DEFAULT_LIBRARY_DIRS  # an absurd ld.so.conf: the loader's own defaults
     unique: list[str] = []
     for d in dirs:
         if d not in unique:
@@ -156,14 +137,21 @@ def library_search_dirs(environ: Mapping[str, str] = os.environ, ld_so_conf: str
 
 
 def resolve_library(name: str, origin: str, runpath: Sequence[str], search: Sequence[str]) -> str | None:
-    """The file the loader would map for DT_NEEDED ``name`` of the object at ``origin``."""
-    if "/" in name:
-        candidate = name if os.path.isabs(name) else os.path.join(os.path.dirname(origin), name)
+    """The file the loader would map for DT_NEEDED ``name`` of the object at ``origin`` (its
+    RUNPATH/RPATH entries ``runpath``, then ``search``), worked out as for a guest
+    (:func:`cpuguard.guest.ldpaths.resolve`) on this machine's files. A relative name holding
+    a slash is taken relative to the object's directory."""
+    if "/" in name and not name.startswith("/") and "$" not in name:
+        candidate = os.path.join(os.path.dirname(origin), name)
         return candidate if os.path.isfile(candidate) else None
-    origin_dir = os.path.dirname(os.path.realpath(origin))
-    expanded = [d.replace("$ORIGIN", origin_dir).replace("${ORIGIN}", origin_dir) for d in runpath]
-    for directory in [*expanded, *search]:
-        candidate = os.path.join(directory, name)
-        if os.path.isfile(candidate):
-            return candidate
-    return None
+    try:
+        return ldpaths.resolve(
+            name,
+            rpath=(),
+            runpath=list(runpath),
+            origin=os.path.dirname(os.path.realpath(origin)),
+            dirs=search,
+            exists=os.path.isfile,
+        )
+    except GuestDataError:
+        return None  # a RUNPATH of absurd length: the loader would find nothing there either
