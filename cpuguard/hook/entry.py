@@ -192,28 +192,44 @@ def decide(
     plain: dict[str, Any] | None = None
     try:
         with Deadline(options.deadline, started) as deadline:
-            plain, context = precompiled(options, now)
-            deadline.arm(plain["config"]["deadline"], "deadline_seconds")
-            stamp = now().isoformat(timespec="milliseconds")
             guest = read_guest(domain_xml)
-            answer = quick_decision(
-                plain, vm, operation, libvirt_call, guest, nodename=nodename, now=stamp, booted=boot_time(proc_stat)
-            )
+            booted = boot_time(proc_stat)
+
+            def quick(plain: dict[str, Any]) -> tuple[Answer | None, str]:
+                audit_log: str = plain["config"]["audit_log"]
+                deadline.arm(plain["config"]["deadline"], "deadline_seconds")
+                stamp = now().isoformat(timespec="milliseconds")
+                answer = quick_decision(
+                    plain, vm, operation, libvirt_call, guest, nodename=nodename, now=stamp, booted=booted
+                )
+                return answer, audit_log
+
+            plain, context = precompiled(options, now)
+            try:
+                answer, audit_log = quick(plain)
+            except (KeyError, TypeError, ValueError):
+                if context is not None:
+                    raise  # built just now: a bug, which the error says
+                # a cache that reads as JSON but not as a context (damaged, or by a bug): rebuild it
+                plain = None
+                plain, context = precompiled(options, now, cached=False)
+                answer, audit_log = quick(plain)
             if answer is None:
                 answer = full_decision(
                     vm, operation, libvirt_call, domain_xml, options, context, nodename, now, proc_stat
                 )
     except Exception as exc:
         return error_answer(vm, operation, libvirt_call, exc, options, plain, nodename, now)
-    return answer, plain["config"]["audit_log"]
+    return answer, audit_log
 
 
-def precompiled(options: Options, now: Callable[[], datetime]) -> tuple[dict[str, Any], Any]:
-    """The plain context (:mod:`cpuguard.hook.plain`): from the cache when it is current, else built
-    (and returned with the :class:`~cpuguard.hook.context.HookContext` it was built from)."""
+def precompiled(options: Options, now: Callable[[], datetime], *, cached: bool = True) -> tuple[dict[str, Any], Any]:
+    """The plain context (:mod:`cpuguard.hook.plain`): from the cache when it is current (and
+    ``cached``), else built, and cached, and returned with the
+    :class:`~cpuguard.hook.context.HookContext` it was built from."""
     from cpuguard.hook import cache
 
-    if options.cache_dir is not None:
+    if options.cache_dir is not None and cached:
         plain = cache.load(options.cache_dir, options.config, now().timestamp())
         if plain is not None:
             return plain, None

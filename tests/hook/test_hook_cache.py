@@ -275,3 +275,31 @@ def test_a_cache_directory_others_could_write_to_is_not_used(site: HookSite, tmp
     assert load(site) is None
     assert not saves(site, LATER)
     assert builds(site) == [site.config]
+
+
+def test_a_cache_the_quick_path_cannot_read_is_rebuilt_not_an_error(site: HookSite) -> None:
+    """Well-formed JSON, trusted, current, yet not what the quick path expects (damaged, or written
+    by a bug): the decision is the full path's, and the cache is rebuilt."""
+    import json
+
+    xml = (DOMAINS / "db01.xml").read_bytes()
+    later = datetime.now(UTC) + timedelta(hours=1)  # the inputs look settled: the rebuilt context is cached
+    expected = site.hook("db01", "prepare", xml, cache=False, now=later)
+    assert expected.exit_code == 1 and "BLOCK" in expected.stderr
+    damages: list[Callable[[dict[str, Any]], object]] = [
+        lambda context: context["vms"]["db01"].update(needs=[1]),  # TypeError
+        lambda context: context.pop("inventory_warnings"),  # KeyError
+        lambda context: context["host"].update(captured_us="soon"),  # TypeError, with the boot time
+        lambda context: context["config"].pop("deadline"),  # KeyError, before deciding
+        lambda context: context["config"].pop("audit_log"),  # KeyError, where to log it
+    ]
+    for damage in damages:
+        builds(site)
+        (cached,) = site.cache_dir.iterdir()
+        saved = json.loads(cached.read_text())
+        damage(saved["context"])
+        cached.write_text(json.dumps(saved))
+        assert load(site) is not None
+        assert site.hook("db01", "prepare", xml, now=later) == expected
+        assert "internal error" not in site.audit_log.read_text()
+        assert load(site) == json.loads(json.dumps(plain_context(build_context(site.config))))
