@@ -53,10 +53,6 @@ class HookResult:
     message: str  # one line for stderr; "" when there is nothing to say
     record: dict[str, Any]  # the audit log line
 
-    @property
-    def blocked(self) -> bool:
-        return self.exit_code != EXIT_ALLOW
-
 
 def _version(version: FileVersion | None) -> dict[str, Any] | None:
     if version is None:
