@@ -25,11 +25,28 @@ PINNED = domain(
 )
 
 
+def said(text: str) -> list[str]:
+    """The lines of an answer with the 80-column wrapping undone: a warning or problem line's
+    continuations (indented two more than it) joined back to it."""
+    lines: list[str] = []
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if (
+            lines
+            and lines[-1].lstrip().startswith(("warning:", "vendor "))
+            and indent == (len(lines[-1]) - len(lines[-1].lstrip()) + 2)
+        ):
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    return lines
+
+
 def test_a_vendor_pinned_guest_is_blocked_on_a_host_of_unknown_vendor(tmp_path: Path) -> None:
     """libvirt: INCOMPATIBLE (cputest.c host-no-vendor/host). Allowed before: nothing else was missing."""
     result = check(tmp_path, {"pinned.xml": PINNED}, "pinned.xml", "host", "model:qemu64", "--cold")
     assert result.returncode == 1
-    assert result.stdout.splitlines()[:2] == [
+    assert said(result.stdout)[:2] == [
         "BLOCK  pinned must not move to model:qemu64 (cold start)",
         "  vendor unknown: the guest CPU definition names Intel, the host's CPU vendor is not known",
     ]
@@ -54,7 +71,7 @@ def test_a_running_guests_vendor_unknown_on_the_host_is_a_warning(tmp_path: Path
     files = {"pt.xml": passthrough, "intel.xml": intel_qemu64}
     result = check(tmp_path, files, "pt.xml", "host", "model:qemu64", "--live", "--from-host", "intel.xml")
     assert result.returncode == 0
-    assert result.stdout.splitlines()[:2] == [
+    assert said(result.stdout)[:2] == [
         "WARN   pt may move to model:qemu64 (live migration or memory-image restore), "
         "but not everything could be checked",
         "  warning: vendor not checked: the running guest sees a CPU by Intel, the host's CPU vendor is not known",
@@ -95,7 +112,7 @@ def test_a_running_guest_has_an_optional_feature_only_if_its_host_had_it(tmp_pat
     )
     unknown = check(tmp_path, files, "opt.xml", "host", "noavx2.xml", "--live")
     assert unknown.returncode == 0
-    assert unknown.stdout.splitlines()[1] == (
+    assert said(unknown.stdout)[1] == (
         "  warning: live rule only partly applied: the guest CPU has optional features and its current host "
         "is unknown, so whether the running guest has them could not be checked"
     )
