@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from cpuguard.errors import BadInput, UnknownName
+from cpuguard.planning.cli import fleet_options
 
 ADVICE_FORMATS = ("text", "json", "markdown", "html")
 
@@ -30,22 +31,7 @@ RENDERERS = {
 @click.option("--all", "every", is_flag=True, help="Advise every VM of the inventory.")
 @click.option("--format", "fmt", type=click.Choice(ADVICE_FORMATS), default="text", show_default=True)
 @click.option("--verbose", "-v", is_flag=True, help="List every feature by name (text is grouped by x86-64 level).")
-@click.option(
-    "--policies",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Policies directory (inventory.yaml, vms/). Default as for cpuguard check.",
-)
-@click.option(
-    "--inventory",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Inventory file, or a directory holding inventory.yaml. Default: POLICIES/inventory.yaml.",
-)
-@click.option(
-    "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-    help="Seconds to wait for each host given as a libvirt URI.",
-)  # fmt: skip
+@fleet_options
 def advise_cmd(
     vms: tuple[str, ...],
     every: bool,

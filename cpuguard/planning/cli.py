@@ -122,14 +122,9 @@ def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)  # fmt: skip
 
 
-def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def fleet_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--policies, --inventory and --timeout: where a command that reads the whole fleet finds it."""
     options = [
-        click.option(
-            "--report", "reports", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
-            callback=_check_reports,
-            help="Also write the report to this file, in the format its suffix names "
-            "(.txt, .json, .xml = JUnit, .md, .html). Repeatable.",
-        ),
         click.option(
             "--policies", type=click.Path(path_type=Path, file_okay=False), default=None,
             help="Policies directory (inventory.yaml, vms/). Default as for cpuguard check.",
@@ -146,6 +141,18 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
+    return func
+
+
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The planning reports' options: --report, the fleet's (:func:`fleet_options`), --format."""
+    func = fleet_options(func)
+    func = click.option(
+        "--report", "reports", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+        callback=_check_reports,
+        help="Also write the report to this file, in the format its suffix names "
+        "(.txt, .json, .xml = JUnit, .md, .html). Repeatable.",
+    )(func)  # fmt: skip
     return format_option(func)
 
 
@@ -324,22 +331,7 @@ def baseline_cmd(
     help="Write here atomically (e.g. node_exporter's textfile directory, "
     "/var/lib/prometheus/node-exporter/cpuguard.prom) instead of standard output; its directory must exist.",
 )  # fmt: skip
-@click.option(
-    "--policies",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Policies directory (inventory.yaml, vms/). Default as for cpuguard check.",
-)
-@click.option(
-    "--inventory",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Inventory file, or a directory holding inventory.yaml. Default: POLICIES/inventory.yaml.",
-)
-@click.option(
-    "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-    help="Seconds to wait for each host given as a libvirt URI.",
-)  # fmt: skip
+@fleet_options
 def metrics_cmd(output: Path | None, policies: Path | None, inventory: Path | None, timeout: float) -> None:
     """Prometheus text-format figures: per VM the hosts that could take it live and
     cold, per host its x86-64 level and the age of its facts.
