@@ -29,7 +29,7 @@ from typing import Any
 
 from cpuguard.guest import dpkg, ldpaths, rpmdb, units
 from cpuguard.guest.errors import GuestDataError, one_line
-from cpuguard.guest.tree import GuestTree
+from cpuguard.guest.tree import GuestTree, read_pieces
 
 #: Where programs and libraries live. /usr/local, /opt and /srv hold custom builds;
 #: the rest is where a package manager puts things, and where people copy builds too.
@@ -319,7 +319,7 @@ class Inside(GuestTree):
                 return
             os.makedirs(os.path.dirname(destination), mode=0o700, exist_ok=True)
             with open(destination, "wb") as out:
-                for piece in self._pieces(chosen.path, size):
+                for piece in read_pieces(self.g, chosen.path, size):
                     out.write(piece)
         except (RuntimeError, OSError) as exc:
             chosen.problem = f"cannot be read: {_error(exc)}"

@@ -19,6 +19,23 @@ MAX_SMALL_FILE = 4 * 1024 * 1024  # unit files, ld.so.conf, os-release
 READ_PIECE = 1024 * 1024
 
 
+def read_pieces(g: Any, path: str, size: int) -> Iterator[bytes]:
+    """The first ``size`` bytes of a guest file (libguestfs handle ``g``), one ``pread`` round
+    trip per piece.
+
+    read_file and download stream through libguestfs' FileOut protocol, which
+    costs a fixed 0.15-0.45 s per file in a TCG appliance; a pread is a few
+    milliseconds (docs/guests.md#performance).
+    """
+    offset = 0
+    while offset < size:
+        piece: bytes = g.pread(path, min(READ_PIECE, size - offset), offset)
+        if not piece:
+            return  # the file shrank: a running guest's disk
+        yield piece
+        offset += len(piece)
+
+
 class GuestTree:
     """Files of a mounted guest, through a libguestfs handle (``g``)."""
 
@@ -58,24 +75,9 @@ class GuestTree:
             info = self.g.statns(path)  # stat(2) in the guest's root: symlinks resolved inside the guest
             if not stat.S_ISREG(info["st_mode"]) or info["st_size"] > limit:
                 return None
-            return b"".join(self._pieces(path, int(info["st_size"])))
+            return b"".join(read_pieces(self.g, path, int(info["st_size"])))
         except RuntimeError:
             return None
-
-    def _pieces(self, path: str, size: int) -> Iterator[bytes]:
-        """The first ``size`` bytes of a guest file, one ``pread`` round trip per piece.
-
-        read_file and download stream through libguestfs' FileOut protocol, which
-        costs a fixed 0.15-0.45 s per file in a TCG appliance; a pread is a few
-        milliseconds (docs/guests.md#performance).
-        """
-        offset = 0
-        while offset < size:
-            piece: bytes = self.g.pread(path, min(READ_PIECE, size - offset), offset)
-            if not piece:
-                return  # the file shrank: a running guest's disk
-            yield piece
-            offset += len(piece)
 
     def realpath(self, path: str) -> str | None:
         try:

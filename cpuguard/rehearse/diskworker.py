@@ -30,12 +30,10 @@ from typing import Any
 from cpuguard.errors import BadInput
 from cpuguard.guest.errors import one_line
 from cpuguard.guest.inside import MAX_FILE_BYTES
-from cpuguard.guest.worker import Appliance, _mount, _no_os, import_guestfs
+from cpuguard.guest.tree import read_pieces
+from cpuguard.guest.worker import Appliance, _emit, _mount, _no_os, import_guestfs
 from cpuguard.rehearse import sysroot
 from cpuguard.rehearse.guestroot import GuestRoot, kind_of_mode
-
-#: Bytes one pread asks the appliance for (below what one libguestfs message carries).
-READ_PIECE = 1024 * 1024
 
 
 class MirrorRoot(GuestRoot):
@@ -88,13 +86,8 @@ class MirrorRoot(GuestRoot):
         local = self.root / path.lstrip("/")
         try:
             with open(local, "xb") as out:
-                offset = 0
-                while offset < size:
-                    piece: bytes = self.g.pread(path, min(READ_PIECE, size - offset), offset)
-                    if not piece:
-                        break  # the file shrank: a running guest's disk
+                for piece in read_pieces(self.g, path, size):
                     out.write(piece)
-                    offset += len(piece)
         except (RuntimeError, OSError) as exc:
             local.unlink(missing_ok=True)
             self.problems.append(f"{one_line(path)}: cannot be read: {one_line(str(exc))}")
@@ -176,11 +169,6 @@ def run(job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:
     except RuntimeError:
         pass
     return 0
-
-
-def _emit(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
 
 
 def main() -> int:

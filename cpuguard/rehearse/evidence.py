@@ -14,7 +14,6 @@ A log line is the same object with ``"event": "rehearse"`` and ``"vm"``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,18 +78,19 @@ def store(policies: Path, rehearsals: Sequence[Rehearsal], when: datetime) -> li
 
 
 def log_line(rehearsal: Rehearsal, when: datetime) -> bytes:
-    record = {"event": "rehearse", **to_record(rehearsal, when)}
-    return (json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    """One line of the rehearsal log, encoded as the hook's audit lines are."""
+    from cpuguard.hook.audit import encode
+
+    return encode({"event": "rehearse", **to_record(rehearsal, when)})
 
 
 def append_log(path: Path, rehearsals: Sequence[Rehearsal], when: datetime) -> None:
-    """One line per rehearsal, each written whole with one ``write`` (O_APPEND)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    try:
-        for rehearsal in rehearsals:
-            os.write(fd, log_line(rehearsal, when))
-    finally:
-        os.close(fd)
+    """One whole line per rehearsal, appended as the hook appends its audit lines (under a lock;
+    a line a full disk cut short is taken back)."""
+    from cpuguard.hook.journal import append_line
+
+    for rehearsal in rehearsals:
+        append_line(str(path), log_line(rehearsal, when))
 
 
 def _evidence(vm: str, raw: dict[str, Any], where: Path) -> Rehearsed:
